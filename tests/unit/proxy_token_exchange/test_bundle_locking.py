@@ -1,0 +1,311 @@
+"""The sidecar lock: re-entrancy, timeouts, leftovers of dead processes, unusable directories,
+and writers that ignore the lock (DIRAC's own)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bundle_test_helpers import jwt_like, write_private
+
+from diracx_bridge.proxy_token_exchange import bundle
+from diracx_bridge.proxy_token_exchange.bundle import (
+    BundleError,
+    BundleLockError,
+    BundleLockTimeout,
+    DiracxToken,
+    UnsafeBundleFile,
+    encode_block,
+    lock_path_for,
+    locked,
+    read_token,
+    remove_token,
+    update_token,
+    write_token,
+)
+
+NOBODY = 65534
+
+
+def bump(token: DiracxToken | None) -> DiracxToken:
+    assert token is not None
+    return DiracxToken(token.access_token, token.refresh_token, token.expires_on + 1)
+
+
+@pytest.fixture
+def held_elsewhere(proxy_file: Path) -> Iterator[Path]:
+    """The proxy's lock held exclusively through another open file description (as another process would)."""
+    fd = os.open(lock_path_for(proxy_file), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield proxy_file
+    finally:
+        os.close(fd)
+
+
+def test_lock_file_is_next_to_the_proxy(proxy_file: Path, tmp_path: Path, monkeypatch) -> None:
+    assert lock_path_for(proxy_file) == str(proxy_file) + ".lock"
+    monkeypatch.chdir(tmp_path)
+    assert lock_path_for(proxy_file.name) == str(proxy_file) + ".lock"
+    linked_dir = tmp_path / "linked"
+    sub = tmp_path / "real"
+    sub.mkdir()
+    linked_dir.symlink_to(sub)
+    assert lock_path_for(linked_dir / "p") == str(sub / "p") + ".lock"
+
+
+def test_reentrant_within_a_thread(proxy_file: Path, make_token) -> None:
+    first, second = make_token(), make_token()
+    with locked(proxy_file):
+        write_token(proxy_file, first)
+        with locked(proxy_file, shared=True):
+            assert read_token(proxy_file) == first
+        assert update_token(proxy_file, lambda current: second) == second
+        assert remove_token(proxy_file) is True
+    with locked(proxy_file, shared=True), locked(proxy_file, shared=True):
+        pass
+
+
+def test_shared_cannot_be_upgraded(proxy_file: Path, make_token) -> None:
+    with locked(proxy_file, shared=True), pytest.raises(BundleLockError, match="upgrade"):
+        write_token(proxy_file, make_token())
+    write_token(proxy_file, make_token())  # the failed attempt left nothing held
+
+
+def test_timeout(held_elsewhere: Path, make_token) -> None:
+    before = held_elsewhere.read_bytes()
+    with pytest.raises(BundleLockTimeout) as info:
+        write_token(held_elsewhere, make_token(), timeout=0.2)
+    assert isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, BundleError)
+    message = str(info.value)
+    assert lock_path_for(held_elsewhere) in message
+    assert "retry" in message
+    assert "[Errno" not in message
+    with pytest.raises(BundleLockTimeout), locked(held_elsewhere, shared=True, timeout=0.1):
+        pass
+    with pytest.raises(BundleLockTimeout), locked(held_elsewhere, timeout=0):
+        pass
+    assert held_elsewhere.read_bytes() == before
+    # Readers need no lock.
+    write_private(held_elsewhere, before.decode() + encode_block(make_token(expires_on=5)))
+    assert read_token(held_elsewhere).expires_on == 5
+
+
+def test_shared_locks_coexist(proxy_file: Path) -> None:
+    fd = os.open(lock_path_for(proxy_file), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        with locked(proxy_file, shared=True, timeout=0):
+            pass
+        with pytest.raises(BundleLockTimeout), locked(proxy_file, timeout=0.05):
+            pass
+    finally:
+        os.close(fd)
+
+
+def test_leftover_lock_file_is_harmless(proxy_file: Path, make_token) -> None:
+    Path(lock_path_for(proxy_file)).write_text("left by a process that died\n")
+    os.chmod(lock_path_for(proxy_file), 0o644)
+    write_token(proxy_file, make_token(), timeout=0)
+    assert oct(os.stat(lock_path_for(proxy_file)).st_mode & 0o777) == oct(0o600)
+
+
+def test_lock_of_a_killed_holder_is_released(proxy_file: Path, make_token) -> None:
+    """flock dies with its process: SIGKILL a holder, the next writer goes ahead at once."""
+    code = (
+        "import sys, time; from diracx_bridge.proxy_token_exchange.bundle import locked\n"
+        "with locked(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(proxy_file)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BundleLockTimeout):
+            write_token(proxy_file, make_token(), timeout=0.1)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    token = make_token()
+    write_token(proxy_file, token, timeout=2)
+    assert read_token(proxy_file) == token
+
+
+def test_lock_file_symlink_is_refused(proxy_file: Path, tmp_path: Path, make_token) -> None:
+    target = tmp_path / "elsewhere"
+    Path(lock_path_for(proxy_file)).symlink_to(target)
+    with pytest.raises(UnsafeBundleFile, match="symbolic link; remove it") as info:
+        write_token(proxy_file, make_token())
+    assert str(proxy_file) in str(info.value)
+    assert not target.exists()
+
+
+def test_lock_file_of_another_user_is_refused(proxy_file: Path, make_token) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving the lock file to another uid needs root (os.chown); CI runs this suite as root")
+    Path(lock_path_for(proxy_file)).touch(mode=0o600)
+    os.chown(lock_path_for(proxy_file), 4242, -1)
+    before = proxy_file.read_bytes()
+    with pytest.raises(UnsafeBundleFile, match=r"owner uid 4242.*rm ") as info:
+        write_token(proxy_file, make_token())
+    assert str(proxy_file) in str(info.value)
+    assert proxy_file.read_bytes() == before
+
+
+def test_leftover_temp_file_of_a_crashed_writer_is_replaced(proxy_file: Path, make_token) -> None:
+    tmp = proxy_file.parent / f".{proxy_file.name}.diracx-bridge.tmp"
+    tmp.write_text("half a proxy from a writer killed mid-write")
+    token = make_token()
+    write_token(proxy_file, token)
+    assert read_token(proxy_file) == token
+    assert not tmp.exists()
+
+
+def test_temp_file_of_another_user_is_refused(proxy_file: Path, make_token) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving the temp file to another uid needs root (os.chown); CI runs this suite as root")
+    tmp = proxy_file.parent / f".{proxy_file.name}.diracx-bridge.tmp"
+    tmp.write_text("planted")
+    os.chown(tmp, 4242, -1)
+    before = proxy_file.read_bytes()
+    with pytest.raises(UnsafeBundleFile, match="not a file of yours"):
+        write_token(proxy_file, make_token())
+    assert proxy_file.read_bytes() == before
+    assert tmp.read_text() == "planted"
+
+
+@pytest.fixture
+def readonly_dir_proxy(proxy_pem: str) -> Iterator[tuple[Path, DiracxToken]]:
+    """A proxy of uid 65534 (nobody) in a root-owned 0755 directory: nobody can read it, not create files next to it.
+
+    Built outside pytest's 0700 tmp root so that nobody can reach it.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand a proxy to another uid in a directory that uid cannot write")
+    directory = Path(tempfile.mkdtemp(prefix="bundle-ro-", dir="/tmp"))
+    try:
+        directory.chmod(0o755)
+        token = DiracxToken(jwt_like("access"), jwt_like("refresh"), 2_000_000_000)
+        proxy = write_private(directory / f"x509up_u{NOBODY}", proxy_pem + encode_block(token))
+        os.chown(proxy, NOBODY, NOBODY)
+        yield proxy, token
+    finally:
+        shutil.rmtree(directory)
+
+
+def run_as_nobody(func) -> dict:
+    """Run ``func`` in a forked child that has dropped to uid/gid 65534; return its JSON result."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        os.close(read_end)
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            result = func()
+        except BaseException:
+            result = {"crash": traceback.format_exc()}
+        os.write(write_end, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    result = json.loads(data)
+    assert "crash" not in result, result.get("crash")
+    return result
+
+
+def test_directory_we_cannot_write(readonly_dir_proxy: tuple[Path, DiracxToken]) -> None:
+    proxy, token = readonly_dir_proxy
+    before = proxy.read_bytes()
+
+    def scenario() -> dict:
+        out: dict = {"read": read_token(proxy).as_dict()}
+        with locked(proxy, shared=True):  # readers fall back to no lock: no writer can hold one here
+            out["shared"] = "ok"
+        for name, call in (
+            ("write", lambda: write_token(proxy, DiracxToken("a", "r", 1))),
+            ("remove", lambda: remove_token(proxy)),
+            ("update", lambda: update_token(proxy, bump)),
+        ):
+            try:
+                call()
+                out[name] = "no error"
+            except BundleLockError as exc:
+                out[name] = str(exc)
+        return out
+
+    result = run_as_nobody(scenario)
+    assert result["read"] == token.as_dict()
+    assert result["shared"] == "ok"
+    for name in ("write", "remove", "update"):
+        assert result[name].startswith(f"cannot create the lock file {proxy}.lock (Permission denied)"), result[name]
+        assert "directory you can write to" in result[name]
+    assert proxy.read_bytes() == before
+    assert not Path(lock_path_for(proxy)).exists()
+
+
+def test_writer_ignoring_the_lock_is_not_overwritten(proxy_file: Path, proxy_pem: str, make_token) -> None:
+    """dirac-proxy-init renews the proxy between our read and our rename: we redo, on its new file."""
+    write_private(proxy_file, proxy_pem + encode_block(make_token()))
+    renewed_pem = "# renewed by dirac-proxy-init\n" + proxy_pem
+    dirac_token, ours = make_token(), make_token()
+    seen: list[DiracxToken | None] = []
+
+    def refresh(current: DiracxToken | None) -> DiracxToken:
+        seen.append(current)
+        if len(seen) == 1:  # DIRAC's addTokenToPEM rewrites in place, without our lock
+            proxy_file.write_text(renewed_pem + encode_block(dirac_token))
+        return ours
+
+    assert update_token(proxy_file, refresh) == ours
+    assert seen[1] == dirac_token
+    assert proxy_file.read_text() == renewed_pem + encode_block(ours)
+
+
+def test_writer_that_never_stops(proxy_file: Path, proxy_pem: str, make_token, monkeypatch) -> None:
+    calls = []
+
+    def meddle(current: DiracxToken | None) -> DiracxToken:
+        calls.append(current)
+        proxy_file.write_text(proxy_pem + f"# {len(calls)}\n")
+        return make_token()
+
+    with pytest.raises(BundleError, match="kept changing") as info:
+        update_token(proxy_file, meddle)
+    assert str(proxy_file) in str(info.value)
+    assert len(calls) == bundle._MAX_REWRITE_ATTEMPTS
+    assert not list(proxy_file.parent.glob(".*.tmp"))
+
+
+def test_threads_do_not_lose_updates(proxy_file: Path, make_token) -> None:
+    write_token(proxy_file, make_token(expires_on=0))
+    per_thread, threads = 40, 8
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(per_thread):
+                update_token(proxy_file, bump)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors
+    assert read_token(proxy_file).expires_on == per_thread * threads
