@@ -1,0 +1,42 @@
+"""The uvicorn factory of the grid-in-a-box's DiracX server.
+
+It is DiracX's own ``diracx.routers.factory.create_app``, with one change when
+``DIRACX_BRIDGE_MOCK_OSDB=1``: the JobParametersDB uses diracx-testing's SQLite mock (created
+at start-up), the same substitution ``diracx.testing.routers:create_app`` makes. That factory
+is not used as is because it also runs ``init-sql`` on every database at start-up, which fails
+on the job databases the grid shares with DIRAC (their schema is DIRAC's own).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+
+@asynccontextmanager
+async def _create_mock_osdb() -> AsyncIterator[None]:
+    from diracx.db.__main__ import init_os
+
+    await init_os()
+    yield
+
+
+def create_app() -> Any:
+    from diracx.routers.factory import create_app as diracx_create_app
+
+    mock_osdb = os.environ.get("DIRACX_BRIDGE_MOCK_OSDB") == "1"
+    if mock_osdb:
+        from diracx.db.os.utils import BaseOSDB
+        from diracx.testing.mock_osdb import fake_available_osdb_implementations
+
+        BaseOSDB.available_implementations = partial(  # type: ignore[method-assign]
+            fake_available_osdb_implementations,
+            real_available_implementations=BaseOSDB.available_implementations,
+        )
+    app = diracx_create_app()
+    if mock_osdb:
+        app.lifetime_functions.append(_create_mock_osdb)
+    return app
