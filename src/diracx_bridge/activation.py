@@ -1,0 +1,97 @@
+"""How the bridge switches itself on inside an unchanged DIRAC process.
+
+DIRAC discovers its extensions through the ``dirac`` entry-point group: the first time anything
+asks for them (``extensionsByPriority``: every ``dirac-*`` script before its ``main``, every
+``@createClient`` client class when it is defined, every service and agent at start-up), DIRAC
+imports each entry point and calls it. The bridge registers :func:`extension_metadata` there,
+so installing the package is all an administrator does; no DIRAC file is edited, and
+``pip uninstall diracx-bridge`` (or ``DIRACX_BRIDGE_DISABLE=1`` in the environment) restores
+DIRAC's own behaviour exactly.
+
+Why this hook rather than the alternatives: a ``.pth`` file would run in every Python process
+of the environment (pip, pytest, unrelated tools), before DIRAC is even importable; asking
+admins to add an import to their scripts defeats "unchanged scripts". DIRAC's extension
+discovery runs exactly in DIRAC processes, early enough, and is DIRAC's documented extension
+point. The bridge declares a priority below DIRAC's, ships no ``*System`` packages, scripts or
+CS defaults, so DIRAC's module, script and template lookups never pick anything of it.
+
+What :func:`activate` installs (once per process, idempotently):
+
+* DIRAC's ``RPCClientSelector`` (in ``DIRAC.Core.Base.Client``, where every ``Client`` looks it
+  up, and in ``ClientSelector``) becomes :func:`diracx_bridge.routing.select`.
+
+This module runs inside DIRAC's own start-up: it must never raise, and must stay cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import threading
+from typing import Any
+
+#: Below DIRAC's own priority (0): the bridge overrides no DIRAC module, script or CS default.
+PRIORITY = -100
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"active": False, "error": None}
+
+
+def extension_metadata() -> dict[str, Any]:
+    """DIRAC's extension metadata for the bridge; switching the bridge on is the side effect."""
+    activate()
+    return {"priority": PRIORITY, "setups": {}}
+
+
+def disabled_by_environment() -> bool:
+    return os.environ.get("DIRACX_BRIDGE_DISABLE", "").strip().lower() in {"1", "y", "yes", "true"}
+
+
+def activate() -> bool:
+    """Install the bridge's hooks into DIRAC; True if they are in place. Never raises."""
+    if _state["active"] or disabled_by_environment():
+        return bool(_state["active"])
+    with _lock:
+        if _state["active"]:
+            return True
+        try:
+            _install_selector()
+        except Exception as exc:  # noqa: BLE001 - DIRAC must keep working whatever happens here
+            _state["error"] = repr(exc)
+            # gLogger may not be configured this early: stderr is the one channel sure to be seen.
+            sys.stderr.write(f"diracx-bridge: not activated ({exc!r}); DIRAC runs without it\n")
+            return False
+        _state["active"] = True
+        return True
+
+
+def status() -> dict[str, Any]:
+    return {"active": _state["active"], "error": _state["error"], "disabled": disabled_by_environment()}
+
+
+def _install_selector() -> None:
+    import DIRAC.Core.Base.Client as client_module
+    import DIRAC.Core.Tornado.Client.ClientSelector as selector_module
+
+    from diracx_bridge import routing
+
+    original = getattr(selector_module.RPCClientSelector, "__diracx_bridge_original__", None)
+    original = original or selector_module.RPCClientSelector
+    bridged = functools.partial(routing.select, original)
+    bridged.__diracx_bridge_original__ = original  # type: ignore[attr-defined]
+    selector_module.RPCClientSelector = bridged
+    client_module.RPCClientSelector = bridged
+
+
+def deactivate() -> None:
+    """Put DIRAC's own selector back (tests, and ``DIRACX_BRIDGE_DISABLE`` set at run time)."""
+    with _lock:
+        import DIRAC.Core.Base.Client as client_module
+        import DIRAC.Core.Tornado.Client.ClientSelector as selector_module
+
+        original = getattr(client_module.RPCClientSelector, "__diracx_bridge_original__", None)
+        if original is not None:
+            selector_module.RPCClientSelector = original
+            client_module.RPCClientSelector = original
+        _state["active"] = False

@@ -1,0 +1,1 @@
+"""Drop-in adapters of DIRAC client classes, forwarding to DiracX."""

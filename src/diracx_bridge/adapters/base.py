@@ -1,0 +1,142 @@
+"""What every adapter shares: the session, the per-method fallback, and the error contract.
+
+An adapter instance stands where DIRAC's ``Client._getRPC`` would put a DISET ``RPCClient``:
+DIRAC calls ``getattr(adapter, method)(*args)`` and expects an ``S_OK``/``S_ERROR`` dict back.
+So an adapter:
+
+* answers every method name: the ones it implements, and for any other one (a method DiracX
+  0.7.0 cannot serve, or an extension's ``export_*``) either the legacy service's answer, when
+  the admin allows the fallback, or an ``S_ERROR`` naming the method and the option to set;
+  never ``AttributeError``, never ``NotImplementedError``;
+* never raises into DIRAC: methods are wrapped with DIRACCommon's ``convertToReturnValue``,
+  and the bridge's own exceptions carry their ``S_ERROR`` (see :mod:`diracx_bridge.errors`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+from DIRACCommon.Core.Utilities.ReturnValues import convertToReturnValue
+
+from diracx_bridge import errors
+from diracx_bridge.log import logger
+from diracx_bridge.routing import Route
+from diracx_bridge.session import DiracXSession, get_session
+
+T = TypeVar("T")
+
+
+def over_the_wire(value: Any) -> Any:
+    """``value`` as a DISET call delivers it: through DIRAC's own encoder and back.
+
+    DIRAC 9 encodes RPC arguments and answers as JSON (``MixedEncode``): tuples arrive as lists,
+    integer dictionary keys as strings, datetimes intact. Running the adapter's arguments and
+    answers through the same round trip makes them indistinguishable from the legacy ones;
+    client classes then apply their usual fix-ups (``strToIntDict``) to both alike.
+    """
+    from DIRAC.Core.Utilities import MixedEncode
+
+    return MixedEncode.decode(MixedEncode.encode(value))[0]
+
+
+def adapted(func: Callable[..., T]) -> Callable[..., dict[str, Any]]:
+    """Make an adapter method behave like the DISET call it replaces.
+
+    Arguments and answer go through the wire encoding (:func:`over_the_wire`); the method runs
+    under DIRACCommon's ``convertToReturnValue``, so it returns ``S_OK``/``S_ERROR`` and never
+    raises; the result carries DISET's ``rpcStub``, so DIRAC's failover (RMS ForwardDISET) can
+    replay a failed call, which goes through the routing again.
+    """
+    converted = convertToReturnValue(func)
+    name = func.__name__
+
+    @functools.wraps(func)
+    def wrapper(self: Adapter, *args: Any) -> dict[str, Any]:
+        try:
+            wire_args = over_the_wire(list(args))
+        except Exception as exc:  # noqa: BLE001 - what DISET answers for an unencodable argument
+            return errors.BridgeError(f"Cannot serialize the arguments of {name}: {exc!r}", code=0).result
+        result: dict[str, Any] = converted(self, *wire_args)  # type: ignore[assignment]
+        if result["OK"]:
+            result["Value"] = over_the_wire(result["Value"])
+        elif "ExecInfo" in result:
+            # A bug in the bridge, not a DiracX answer: keep it diagnosable, but secret-free.
+            result["Message"] = errors.redact(result["Message"])
+            logger().error(f"diracx-bridge bug in {func.__qualname__}", result["Message"])
+        result["rpcStub"] = self._rpc_stub(name, wire_args)
+        return result
+
+    return wrapper
+
+
+class Adapter:
+    """Base of the adapters; ``SERVICE`` is the ``<System>/<Service>`` it stands for."""
+
+    SERVICE: ClassVar[str] = ""
+    #: Legacy methods known to have no DiracX 0.7.0 equivalent (documentation and ``status``).
+    NOT_SERVED: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, route: Route, legacy: Callable[[], Any], url: str = "", client_kwargs: Any = None) -> None:
+        self._route = route
+        self._legacy_factory = legacy
+        self._url = url or self.SERVICE
+        self._client_kwargs = dict(client_kwargs or {})
+
+    def _rpc_stub(self, method: str, args: list[Any]) -> list[Any]:
+        """DISET's ``[[service, kwargs], method, args]``: what ``executeRPCStub`` replays."""
+        kwargs = {k: v for k, v in self._client_kwargs.items() if k != "useCertificates"}
+        kwargs.setdefault("skipCACheck", False)
+        kwargs["keepAliveLapse"] = max(0, int(kwargs.get("keepAliveLapse", 150)))
+        return [[self._url, kwargs], method, list(args)]
+
+    @property
+    def session(self) -> DiracXSession:
+        route = self._route
+        assert route.bridge is not None and route.caller is not None and route.caller.proxy_path is not None
+        if not route.bridge.url:
+            raise errors.ConfigurationError(
+                f"/DiracX/URL is not set, but /DiracX/FutureClientEnabled/{self.SERVICE} is on: ask the "
+                "administrators to set it, or to turn the service's switch off"
+            )
+        if route.caller.problem and "no proxy" in route.caller.problem:
+            raise errors.CredentialsNotFound(
+                f"{route.caller.problem}: run dirac-proxy-init -g <your group> to create one"
+            )
+        return get_session(route.bridge.url, route.caller.proxy_path, route.bridge)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._unserved(name)
+
+    def _unserved(self, method: str) -> Callable[..., Any]:
+        service = self.SERVICE or (self._route.service.name if self._route.service else "?")
+        if self._route.service is not None and self._route.service.legacy_fallback:
+            logger().debug(f"{service}.{method}: not served by DiracX, using the legacy service")
+            return getattr(self._legacy_factory(), method)
+
+        def not_served(*_args: Any, **_kwargs: Any) -> dict[str, Any]:
+            known = "is not served by DiracX 0.7.0" if method in self.NOT_SERVED else "has no DiracX equivalent"
+            return errors.NotServed(
+                f"{service}.{method} {known} yet. To send it to the legacy service, set "
+                f"/DiracX/Bridge/{service}/LegacyFallback = yes; or turn "
+                f"/DiracX/FutureClientEnabled/{service} off"
+            ).result
+
+        return not_served
+
+    @adapted
+    def ping(self) -> dict[str, Any]:
+        """DIRAC's ``ping`` on a service, answered by DiracX's health probe."""
+        self.session.request("GET", "/api/health/live", idempotent=True, action="ping")
+        return {"name": self.SERVICE, "backend": "DiracX", "url": self._route.bridge.url if self._route.bridge else ""}
+
+
+class UnservedService(Adapter):
+    """A service switched to DiracX for which the bridge has no adapter: nothing is served.
+
+    DIRAC 9.1 recurses ~250 levels (about 6 s of DISET calls) per call in this situation; here
+    every call answers the fallback or a clear ``S_ERROR`` at once.
+    """

@@ -1,0 +1,145 @@
+"""Everything the bridge reads from the DIRAC Configuration Service, in one typed place.
+
+The CS layout, all under ``/DiracX`` (the section DIRAC 9.1 already uses)::
+
+    DiracX
+    {
+      URL = https://diracx.example.org                 # DIRAC 9.1
+      DisabledVOs = vo1, vo2                           # DIRAC 9.1; the bridge also routes by it
+      FutureClientEnabled                              # DIRAC 9.1's per-service switch
+      {
+        WorkloadManagement
+        {
+          JobMonitoring = yes
+        }
+      }
+      Bridge                                           # the bridge's own options
+      {
+        ConnectTimeout = 5                             # seconds
+        ReadTimeout = 60                               # seconds
+        ReadRetries = 2                                # retries of idempotent reads
+        WorkloadManagement
+        {
+          JobMonitoring
+          {
+            LegacyFallback = yes                       # methods DiracX cannot serve go to legacy
+            VOs = civo                                 # only these VOs use DiracX (default: all)
+          }
+        }
+      }
+    }
+
+``/DiracX/LegacyClientEnabled/<System>/<Service>``, the option's earlier name, is still read,
+with a deprecation warning. Values are read on every decision (a CS refresh applies at once);
+reading a few options from DIRAC's in-memory configuration costs microseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: The spellings DIRAC 9.1 accepts as true for /DiracX/FutureClientEnabled/* (PathFinder).
+TRUE_VALUES = frozenset({"y", "yes", "true", "1"})
+
+#: Reads one CS option: path -> raw string, or None when the option is absent.
+OptionReader = Callable[[str], str | None]
+
+SECTION = "/DiracX"
+
+
+def parse_bool(value: object, default: bool = False) -> bool:
+    """A CS flag as DIRAC itself reads it: y/yes/true/1 (any case) are true, the rest false.
+
+    One rule for the routing and for cs-sync's consistency check; diracx 0.7.0's cs-sync only
+    recognises the literal ``"True"``, which lets ``yes`` slip through its DisabledVOs guard.
+    """
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if not text:
+        return default
+    return text in TRUE_VALUES
+
+
+def parse_list(value: str | None) -> tuple[str, ...]:
+    """A CS list (comma separated, blanks ignored), as DIRAC's ``List.fromChar`` reads it."""
+    if not value:
+        return ()
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def parse_float(value: str | None, default: float) -> float:
+    try:
+        return float(value) if value not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def dirac_reader() -> OptionReader:
+    """The live CS of this DIRAC process (DIRAC's own in-memory configuration)."""
+    from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+
+    return gConfigurationData.extractOptionFromCFG
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """The switches of one ``<System>/<Service>``."""
+
+    system: str
+    service: str
+    enabled: bool
+    #: The CS option that enabled it, for messages and the deprecation warning.
+    enabled_by: str | None
+    legacy_fallback: bool
+    #: None: every VO not in DisabledVOs; otherwise only these.
+    vos: frozenset[str] | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.system}/{self.service}"
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    url: str | None
+    disabled_vos: frozenset[str]
+    connect_timeout: float
+    read_timeout: float
+    read_retries: int
+
+
+def service_settings(full_name: str, read: OptionReader | None = None) -> ServiceSettings:
+    """The switches of ``full_name`` (``"WorkloadManagement/JobMonitoring"``)."""
+    read = read or dirac_reader()
+    system, _, service = full_name.partition("/")
+    enabled_by = None
+    for option in ("FutureClientEnabled", "LegacyClientEnabled"):
+        path = f"{SECTION}/{option}/{system}/{service}"
+        if parse_bool(read(path)):
+            enabled_by = path
+            break
+    base = f"{SECTION}/Bridge/{system}/{service}"
+    vos = read(f"{base}/VOs")
+    return ServiceSettings(
+        system=system,
+        service=service,
+        enabled=enabled_by is not None,
+        enabled_by=enabled_by,
+        legacy_fallback=parse_bool(read(f"{base}/LegacyFallback")),
+        vos=frozenset(parse_list(vos)) if vos is not None else None,
+    )
+
+
+def bridge_settings(read: OptionReader | None = None) -> BridgeSettings:
+    read = read or dirac_reader()
+    return BridgeSettings(
+        url=(read(f"{SECTION}/URL") or "").rstrip("/") or None,
+        disabled_vos=frozenset(parse_list(read(f"{SECTION}/DisabledVOs"))),
+        connect_timeout=parse_float(read(f"{SECTION}/Bridge/ConnectTimeout"), 5.0),
+        read_timeout=parse_float(read(f"{SECTION}/Bridge/ReadTimeout"), 60.0),
+        read_retries=int(parse_float(read(f"{SECTION}/Bridge/ReadRetries"), 2)),
+    )
