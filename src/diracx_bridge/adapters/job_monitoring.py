@@ -1,0 +1,291 @@
+"""JobMonitoring, answered by DiracX's job search: what the legacy service answers, exactly.
+
+The legacy service reads DIRAC's JobDB/JobLoggingDB directly; DiracX 0.7.0 serves the same
+tables through ``POST /api/jobs/search`` (with the ``LoggingInfo`` pseudo-parameter). Beyond
+routing the call, being a drop-in replacement means reproducing the legacy answer to the type:
+
+* dictionaries keyed by ``int`` job ID, attributes in the legacy order (sorted names), the
+  caller's spelling of attribute names kept (MySQL column names are case-insensitive, DiracX's
+  are not), ``getJobs`` as ``list[str]``;
+* naive UTC ``datetime`` values, ``'True'``/``'False'`` flags, logging times as
+  ``"YYYY-MM-DD HH:MM:SS"`` strings, ``idem`` values resolved;
+* job IDs accepted as int, str, comma-separated str or list, with the legacy refusals (the
+  DISET argument type check, ``int()`` errors, unknown attributes) word for word;
+* every page of DiracX's paginated answers (DIRAC 9.1's FutureClient stops at the first 100).
+
+``getJobJDL``, ``getJobParameter(s)``, ``getJobHeartBeatData`` and ``getInputData`` read tables
+or the OpenSearch index DiracX 0.7.0 does not expose: they go to the legacy service when the
+admin allows it, or answer a clear ``S_ERROR`` (see :class:`~diracx_bridge.adapters.base.Adapter`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
+
+from DIRACCommon.Core.Utilities import DErrno
+
+from diracx_bridge import errors
+from diracx_bridge.adapters.base import Adapter, adapted
+from diracx_bridge.adapters.convert import (
+    check_types,
+    from_diracx_value,
+    job_ids_of,
+    naive_utc,
+)
+
+#: The columns of DIRAC's ``Jobs`` table (DIRAC's JobDB.sql), which DiracX's search returns too.
+JOB_ATTRIBUTES = (
+    "JobID",
+    "JobType",
+    "JobGroup",
+    "Site",
+    "JobName",
+    "Owner",
+    "OwnerGroup",
+    "VO",
+    "SubmissionTime",
+    "RescheduleTime",
+    "LastUpdateTime",
+    "StartExecTime",
+    "HeartBeatTime",
+    "EndExecTime",
+    "Status",
+    "MinorStatus",
+    "ApplicationStatus",
+    "UserPriority",
+    "RescheduleCounter",
+    "VerifiedFlag",
+    "AccountedFlag",
+)
+_CANONICAL = {name.lower(): name for name in JOB_ATTRIBUTES}
+
+#: The handler's ``types_<method>`` lists (DIRAC's DISET check runs before the method).
+_TYPES: dict[str, list[Any]] = {
+    "getJobs": [],
+    "getJobLoggingInfo": [int],
+    "getJobsStates": [[str, int, list]],
+    "getJobsStatus": [[str, int, list]],
+    "getJobsMinorStatus": [[str, int, list]],
+    "getJobsApplicationStatus": [[str, int, list]],
+    "getJobsSites": [[str, int, list]],
+    "getJobSummary": [int],
+    "getJobsSummary": [list],
+    "getJobAttributes": [int],
+    "getJobAttribute": [int, str],
+}
+
+#: A page of DiracX's search; its server caps ``per_page`` at 10000.
+PAGE_SIZE = 10_000
+#: Job IDs per search request (the body of a 5000-ID ``in`` filter is ~40 kB).
+ID_CHUNK = 5_000
+
+_READ = "NormalUser (for the caller's own jobs) or JobAdministrator"
+
+
+class JobMonitoringAdapter(Adapter):
+    SERVICE = "WorkloadManagement/JobMonitoring"
+    NOT_SERVED: ClassVar[frozenset[str]] = frozenset(
+        {"getJobJDL", "getJobParameter", "getJobParameters", "getJobHeartBeatData", "getInputData"}
+    )
+
+    # --- DiracX access ---------------------------------------------------------------------------
+
+    def _search(self, parameters: list[str] | None, search: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+        """Every row of a search, across DiracX's pages (sorted by JobID so pages are stable)."""
+        rows: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            response = self.session.request(
+                "POST",
+                "/api/jobs/search",
+                params={"page": page, "per_page": PAGE_SIZE},
+                json={"parameters": parameters, "search": search, "sort": [{"parameter": "JobID", "direction": "asc"}]},
+                idempotent=True,
+                action=action,
+                requires=_READ,
+            )
+            batch = response.json()
+            rows.extend(batch)
+            total = _total(response.headers.get("Content-Range"))
+            if response.status_code != 206 or not batch or (total is not None and len(rows) >= total):
+                return rows
+            page += 1
+
+    def _rows_by_id(
+        self, job_ids: Sequence[int], parameters: list[str] | None, action: str
+    ) -> dict[int, dict[str, Any]]:
+        found: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(job_ids), ID_CHUNK):
+            chunk = list(job_ids[start : start + ID_CHUNK])
+            # A one-value "in" filter is refused by DiracX 0.7.0 (422): use "eq" for one job.
+            spec = (
+                {"parameter": "JobID", "operator": "eq", "value": chunk[0]}
+                if len(chunk) == 1
+                else {"parameter": "JobID", "operator": "in", "values": chunk}
+            )
+            params = None if parameters is None else ["JobID", *(p for p in parameters if p != "JobID")]
+            for row in self._search(params, [spec], action):
+                found[int(row["JobID"])] = row
+        return found
+
+    def _attributes(
+        self, job_ids: Sequence[int], attr_list: Iterable[str] | None, action: str
+    ) -> dict[int, dict[str, Any]]:
+        """JobDB.getJobsAttributes, through DiracX: {jobID: {attr: value}} in the legacy shape."""
+        if not job_ids:
+            return {}
+        if attr_list:
+            requested = sorted(attr_list)  # the legacy service sorts the list it was given
+            for name in requested:
+                if name.lower() not in _CANONICAL:
+                    raise errors.BridgeError(f"Unknown job attribute: {name}", code=0)
+        else:
+            requested = sorted(JOB_ATTRIBUTES)
+        canonical = [_CANONICAL[name.lower()] for name in requested]
+        rows = self._rows_by_id(job_ids, sorted(set(canonical)), action)
+        result: dict[int, dict[str, Any]] = {}
+        for job_id in job_ids:
+            row = rows.get(job_id)
+            if row is None:
+                continue  # unknown jobs are left out, as the legacy service does
+            attrs: dict[str, Any] = {}
+            for name, column in zip(requested, canonical, strict=True):
+                attrs.setdefault(name, from_diracx_value(column, row.get(column)))
+            result[job_id] = attrs
+        return result
+
+    # --- the legacy methods ----------------------------------------------------------------------
+
+    @adapted
+    def getJobsStates(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
+        check_types("getJobsStates", [jobIDs], _TYPES)
+        return self._attributes(job_ids_of(jobIDs), ["Status", "MinorStatus", "ApplicationStatus"], "getJobsStates")
+
+    @adapted
+    def getJobsStatus(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
+        check_types("getJobsStatus", [jobIDs], _TYPES)
+        return self._attributes(job_ids_of(jobIDs), ["Status"], "getJobsStatus")
+
+    @adapted
+    def getJobsMinorStatus(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
+        check_types("getJobsMinorStatus", [jobIDs], _TYPES)
+        return self._attributes(job_ids_of(jobIDs), ["MinorStatus"], "getJobsMinorStatus")
+
+    @adapted
+    def getJobsApplicationStatus(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
+        check_types("getJobsApplicationStatus", [jobIDs], _TYPES)
+        return self._attributes(job_ids_of(jobIDs), ["ApplicationStatus"], "getJobsApplicationStatus")
+
+    @adapted
+    def getJobsSites(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
+        check_types("getJobsSites", [jobIDs], _TYPES)
+        return self._attributes(job_ids_of(jobIDs), ["Site"], "getJobsSites")
+
+    @adapted
+    def getJobsSummary(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
+        check_types("getJobsSummary", [jobIDs], _TYPES)
+        return self._attributes(job_ids_of(jobIDs), None, "getJobsSummary")
+
+    @adapted
+    def getJobSummary(self, jobID: Any) -> dict[str, Any]:
+        check_types("getJobSummary", [jobID], _TYPES)
+        return self._attributes([int(jobID)], None, "getJobSummary").get(int(jobID), {})
+
+    @adapted
+    def getJobAttributes(self, jobID: Any, attrList: Any = None) -> dict[str, Any]:
+        check_types("getJobAttributes", [jobID, attrList], _TYPES)
+        if isinstance(attrList, str):
+            attrList = attrList.replace(" ", "").split(",")
+        return self._attributes([int(jobID)], attrList, "getJobAttributes").get(int(jobID), {})
+
+    @adapted
+    def getJobAttribute(self, jobID: Any, attribute: Any) -> Any:
+        check_types("getJobAttribute", [jobID, attribute], _TYPES)
+        return self._attributes([int(jobID)], [attribute], "getJobAttribute").get(int(jobID), {}).get(attribute)
+
+    @adapted
+    def getJobLoggingInfo(self, jobID: Any) -> list[tuple[str, str, str, str, str]]:
+        check_types("getJobLoggingInfo", [jobID], _TYPES)
+        rows = self._search(
+            ["JobID", "LoggingInfo"],
+            [{"parameter": "JobID", "operator": "eq", "value": int(jobID)}],
+            "getJobLoggingInfo",
+        )
+        records = rows[0].get("LoggingInfo", []) if rows else []
+        if not records:
+            raise errors.BridgeError("No Logging information for job %d" % int(jobID), code=0)  # noqa: UP031
+        # DiracX resolves "idem" the same way the legacy service does; only the time format differs.
+        return [
+            (r["Status"], r["MinorStatus"], r["ApplicationStatus"], str(naive_utc(r["StatusTime"])), r["Source"])
+            for r in records
+        ]
+
+    @adapted
+    def getJobs(self, attrDict: Any = None, cutDate: Any = None) -> list[str]:
+        check_types("getJobs", [attrDict, cutDate], _TYPES)
+        search: list[dict[str, Any]] = []
+        for name, value in (attrDict or {}).items():
+            column = _CANONICAL.get(str(name).lower())
+            if column is None:
+                # What the legacy service answers: MariaDB's own refusal, wrapped by DIRAC's MySQL class.
+                raise errors.BridgeError(
+                    f"Execution failed.: ((1054, \"Unknown column '{name}' in 'WHERE'\") )", code=DErrno.EMYSQL
+                )
+            if isinstance(value, list):
+                values = [_search_value(column, v) for v in value]
+                if len(values) == 1:
+                    search.append({"parameter": column, "operator": "eq", "value": values[0]})
+                elif values:
+                    search.append({"parameter": column, "operator": "in", "values": values})
+                else:
+                    return []  # "IN ()" matches nothing (legacy MySQL rejects it; see the parity notes)
+            else:
+                search.append({"parameter": column, "operator": "eq", "value": _search_value(column, value)})
+        if cutDate:
+            search.append({"parameter": "LastUpdateTime", "operator": "gt", "value": _just_before(cutDate)})
+        rows = self._search(["JobID"], search, "getJobs")
+        return [str(row["JobID"]) for row in rows]
+
+
+def _total(content_range: str | None) -> int | None:
+    """The total of a ``Content-Range: jobs 0-99/343`` header."""
+    if not content_range or "/" not in content_range:
+        return None
+    try:
+        return int(content_range.rsplit("/", 1)[1])
+    except ValueError:
+        return None
+
+
+def _search_value(column: str, value: Any) -> Any:
+    if column in ("JobID", "UserPriority", "RescheduleCounter"):
+        return int(value)
+    if isinstance(value, dt.datetime):
+        return _second_string(value)
+    return str(value)
+
+
+def _second_string(value: dt.datetime) -> str:
+    return naive_utc(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _just_before(cut: Any) -> str:
+    """``LastUpdateTime >= cut`` expressed with DiracX's ``gt``.
+
+    DiracX reads a second-precision string as that whole second, so ``gt "T-1s"`` means
+    ``>= T``. MySQL compares its DATETIME(0) column with the exact value, so a cut with a
+    fraction of a second starts at the next whole second.
+    """
+    from DIRACCommon.Core.Utilities.TimeUtilities import fromString
+
+    moment = cut if isinstance(cut, (dt.datetime, dt.date)) else fromString(str(cut))
+    if isinstance(moment, dt.date) and not isinstance(moment, dt.datetime):
+        moment = dt.datetime.combine(moment, dt.time())
+    if moment is None:
+        raise errors.DiracXRejected(f"Invalid cut date: {cut!r}", status=400, detail="invalid date")
+    moment = naive_utc(moment)
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0) + dt.timedelta(seconds=1)
+    return _second_string(moment - dt.timedelta(seconds=1))
