@@ -18,7 +18,10 @@ CS defaults, so DIRAC's module, script and template lookups never pick anything 
 What :func:`activate` installs (once per process, idempotently):
 
 * DIRAC's ``RPCClientSelector`` (in ``DIRAC.Core.Base.Client``, where every ``Client`` looks it
-  up, and in ``ClientSelector``) becomes :func:`diracx_bridge.routing.select`.
+  up, and in ``ClientSelector``) becomes :func:`diracx_bridge.routing.select`;
+* the proxy/token hooks of :mod:`diracx_bridge.proxy_token_exchange.hooks` (token in
+  ``dirac-proxy-init`` without making proxy creation depend on DiracX, the ProxyManager's
+  exchange cache), each installed independently so one failing does not block the others.
 
 This module runs inside DIRAC's own start-up: it must never raise, and must stay cheap.
 """
@@ -63,6 +66,16 @@ def activate() -> bool:
             sys.stderr.write(f"diracx-bridge: not activated ({exc!r}); DIRAC runs without it\n")
             return False
         _state["active"] = True
+        try:
+            from diracx_bridge.proxy_token_exchange import hooks
+        except ImportError:
+            pass
+        else:
+            try:
+                hooks.install()
+            except Exception as exc:  # noqa: BLE001 - routing stays active even if these fail
+                _state["error"] = f"proxy hooks: {exc!r}"
+                sys.stderr.write(f"diracx-bridge: proxy/token hooks not installed ({exc!r})\n")
         return True
 
 
