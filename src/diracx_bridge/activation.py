@@ -68,14 +68,11 @@ def activate() -> bool:
         _state["active"] = True
         try:
             from diracx_bridge.proxy_token_exchange import hooks
-        except ImportError:
-            pass
-        else:
-            try:
-                hooks.install()
-            except Exception as exc:  # noqa: BLE001 - routing stays active even if these fail
-                _state["error"] = f"proxy hooks: {exc!r}"
-                sys.stderr.write(f"diracx-bridge: proxy/token hooks not installed ({exc!r})\n")
+
+            hooks.install()
+        except Exception as exc:  # noqa: BLE001 - routing stays active even if these fail
+            _state["error"] = f"proxy hooks: {exc!r}"
+            sys.stderr.write(f"diracx-bridge: proxy/token hooks not installed ({exc!r})\n")
         return True
 
 
