@@ -18,6 +18,7 @@ The CS layout, all under ``/DiracX`` (the section DIRAC 9.1 already uses)::
         ConnectTimeout = 5                             # seconds
         ReadTimeout = 60                               # seconds
         ReadRetries = 2                                # retries of idempotent reads
+        SearchPageSize = 1000                          # rows per DiracX search page (max 10000)
         WorkloadManagement
         {
           JobMonitoring
@@ -36,6 +37,7 @@ reading a few options from DIRAC's in-memory configuration costs microseconds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,9 +75,11 @@ def parse_list(value: str | None) -> tuple[str, ...]:
 
 def parse_float(value: str | None, default: float) -> float:
     try:
-        return float(value) if value not in (None, "") else default
+        number = float(value) if value not in (None, "") else default
     except ValueError:
         return default
+    # "nan"/"inf" parse, but are no timeout or count (int() of them raises in bridge_settings).
+    return number if math.isfinite(number) else default
 
 
 def dirac_reader() -> OptionReader:
@@ -110,6 +114,7 @@ class BridgeSettings:
     connect_timeout: float
     read_timeout: float
     read_retries: int
+    search_page_size: int
 
 
 def service_settings(full_name: str, read: OptionReader | None = None) -> ServiceSettings:
@@ -119,9 +124,12 @@ def service_settings(full_name: str, read: OptionReader | None = None) -> Servic
     enabled_by = None
     for option in ("FutureClientEnabled", "LegacyClientEnabled"):
         path = f"{SECTION}/{option}/{system}/{service}"
-        if parse_bool(read(path)):
+        value = read(path)
+        if value is None or not value.strip():
+            continue  # absent: the deprecated name is only a fallback for the current one
+        if parse_bool(value):
             enabled_by = path
-            break
+        break
     base = f"{SECTION}/Bridge/{system}/{service}"
     vos = read(f"{base}/VOs")
     return ServiceSettings(
@@ -141,5 +149,8 @@ def bridge_settings(read: OptionReader | None = None) -> BridgeSettings:
         disabled_vos=frozenset(parse_list(read(f"{SECTION}/DisabledVOs"))),
         connect_timeout=parse_float(read(f"{SECTION}/Bridge/ConnectTimeout"), 5.0),
         read_timeout=parse_float(read(f"{SECTION}/Bridge/ReadTimeout"), 60.0),
-        read_retries=int(parse_float(read(f"{SECTION}/Bridge/ReadRetries"), 2)),
+        # At least 0: a negative count would leave DiracXSession.request without any attempt.
+        read_retries=max(0, int(parse_float(read(f"{SECTION}/Bridge/ReadRetries"), 2))),
+        # DiracX caps a page at 10000 rows; a smaller page bounds the server's memory per request.
+        search_page_size=min(10_000, max(1, int(parse_float(read(f"{SECTION}/Bridge/SearchPageSize"), 1000)))),
     )

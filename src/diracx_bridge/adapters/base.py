@@ -60,12 +60,16 @@ def adapted(func: Callable[..., T]) -> Callable[..., dict[str, Any]]:
             return errors.BridgeError(f"Cannot serialize the arguments of {name}: {exc!r}", code=0).result
         result: dict[str, Any] = converted(self, *wire_args)  # type: ignore[assignment]
         if result["OK"]:
-            result["Value"] = over_the_wire(result["Value"])
-        elif "ExecInfo" in result:
-            # A bug in the bridge, not a DiracX answer: keep it diagnosable, but secret-free.
+            try:
+                result["Value"] = over_the_wire(result["Value"])
+            except Exception as exc:  # noqa: BLE001 - an adapter bug must still answer, not raise
+                result = errors.BridgeError(f"Cannot serialize the answer of {name}: {exc!r}", code=0).result
+        elif result.pop("ExecInfo", None) is not None:
+            # A bug in the bridge, not a DiracX answer: keep it diagnosable, but secret-free. The live
+            # exception (ExecInfo) goes, as DISET strips it: its text is the unredacted message.
             result["Message"] = errors.redact(result["Message"])
             logger().error(f"diracx-bridge bug in {func.__qualname__}", result["Message"])
-        result["rpcStub"] = self._rpc_stub(name, wire_args)
+        result["rpcStub"] = self._rpc_stub(name, list(args))  # DISET stubs the caller's own arguments
         return result
 
     return wrapper
@@ -88,7 +92,12 @@ class Adapter:
         """DISET's ``[[service, kwargs], method, args]``: what ``executeRPCStub`` replays."""
         kwargs = {k: v for k, v in self._client_kwargs.items() if k != "useCertificates"}
         kwargs.setdefault("skipCACheck", False)
-        kwargs["keepAliveLapse"] = max(0, int(kwargs.get("keepAliveLapse", 150)))
+        # As BaseClient.__setKeepAliveLapse: absent or unparsable -> 150, 0 -> 0, otherwise at least 150.
+        try:
+            lapse = max(0, int(kwargs.get("keepAliveLapse", 1)))
+        except (TypeError, ValueError):
+            lapse = 1
+        kwargs["keepAliveLapse"] = max(150, lapse) if lapse else 0
         return [[self._url, kwargs], method, list(args)]
 
     @property

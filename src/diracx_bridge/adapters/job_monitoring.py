@@ -76,8 +76,6 @@ _TYPES: dict[str, list[Any]] = {
     "getJobAttribute": [int, str],
 }
 
-#: A page of DiracX's search; its server caps ``per_page`` at 10000.
-PAGE_SIZE = 10_000
 #: Job IDs per search request (the body of a 5000-ID ``in`` filter is ~40 kB).
 ID_CHUNK = 5_000
 
@@ -96,11 +94,12 @@ class JobMonitoringAdapter(Adapter):
         """Every row of a search, across DiracX's pages (sorted by JobID so pages are stable)."""
         rows: list[dict[str, Any]] = []
         page = 1
+        session = self.session
         while True:
-            response = self.session.request(
+            response = session.request(
                 "POST",
                 "/api/jobs/search",
-                params={"page": page, "per_page": PAGE_SIZE},
+                params={"page": page, "per_page": session.settings.search_page_size},
                 json={"parameters": parameters, "search": search, "sort": [{"parameter": "JobID", "direction": "asc"}]},
                 idempotent=True,
                 action=action,

@@ -1,0 +1,315 @@
+"""JobMonitoring parity: every adapted method answers what the legacy DIRAC service answers.
+
+Both answers come from the same kind of process (a DIRAC client worker), on the same jobs in
+the shared databases: the switch ``/DiracX/FutureClientEnabled/WorkloadManagement/JobMonitoring``
+is the only difference. The jobs (more than 250, several owners, submitted through both DIRAC and
+DiracX, moved through many states by both sides) are made once per module. DiracX's pages are
+set to 100 rows so every multi-job call crosses pages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+JM = "DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient.JobMonitoringClient"
+JSU = "DIRAC.WorkloadManagementSystem.Client.JobStateUpdateClient.JobStateUpdateClient"
+JOBMAN = "DIRAC.WorkloadManagementSystem.Client.JobManagerClient.JobManagerClient"
+SWITCH = "/DiracX/FutureClientEnabled/WorkloadManagement/JobMonitoring"
+LEGACY = {SWITCH: None}
+ADAPTED = {SWITCH: "yes", "/DiracX/Bridge/SearchPageSize": "100"}
+
+JDL = '[ Executable = "/bin/true"; JobName = "parity-{n}"; JobGroup = "{group}"; ]'
+
+# (Status, MinorStatus, ApplicationStatus) the jobs are moved to, by slices of the job list.
+TARGETS = [
+    ("Running", "Application", "Processing step 1"),
+    ("Done", "Execution Complete", "Finished"),
+    ("Failed", "Application Finished With Errors", "Exit code 3"),
+    ("Stalled", "Job stalled: pilot not running", "Unknown"),
+    ("Completing", "Uploading Output Sandbox", "Finished"),
+    ("Killed", "Marked for termination", "Unknown"),
+    ("Matched", "Assigned", "Unknown"),
+]
+
+
+def _search(dx, job_ids: list[int], parameters: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        r = dx.post(
+            "/api/jobs/search",
+            params={"page": page, "per_page": 1000},
+            json={"parameters": parameters, "search": [{"parameter": "JobID", "operator": "in", "values": job_ids}]},
+        )
+        assert r.status_code in (200, 206), r.text
+        rows += r.json()
+        if r.status_code == 200:
+            return rows
+        page += 1
+
+
+@pytest.fixture(scope="module")
+def jobs(grid_session) -> dict[str, list[int]]:
+    """The jobs of the parity suite, in stable states (no optimizer will touch them again)."""
+    gs = grid_session
+    mine: list[int] = []
+    theirs: list[int] = []
+    with gs.diracx("ciuser", "civo_user") as dx:
+        for batch in range(11):  # DiracX takes at most 20 jobs per submission
+            jdls = [JDL.format(n=f"{batch}-{i}", group=f"grp{batch % 3}") for i in range(20)]
+            r = dx.post("/api/jobs/jdl", json=jdls)
+            assert r.status_code == 201, r.text
+            mine += [j["JobID"] for j in r.json()]
+    with gs.diracx("otheruser", "civo_user") as dx:
+        for batch in range(2):
+            r = dx.post("/api/jobs/jdl", json=[JDL.format(n=f"other-{batch}-{i}", group="others") for i in range(20)])
+            assert r.status_code == 201, r.text
+            theirs += [j["JobID"] for j in r.json()]
+    # ... and some through the legacy JobManager, as dirac-wms-job-submit does.
+    worker = gs.worker("ciuser", "civo_user")
+    for i in range(10):
+        res = worker.call(JOBMAN, "submitJob", JDL.format(n=f"legacy-{i}", group="legacy"))
+        assert res["OK"], res
+        mine.append(res["Value"])
+    everyone = mine + theirs
+    admin = gs.worker("ciuser", "civo_admin")
+
+    # DiracX notifies no optimizer: wait for DIRAC's OptimizationMind to move every job on.
+    with gs.diracx("ciuser", "civo_admin") as dx:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            pending = [r for r in _search(dx, everyone, ["JobID", "Status"]) if r["Status"] in ("Received", "Checking")]
+            if not pending:
+                break
+            time.sleep(2)
+        assert not pending, f"{len(pending)} jobs still not optimised: {pending[:5]}"
+
+        # Move slices of jobs through states: DiracX writes some, the legacy service others.
+        now = dt.datetime.now(dt.UTC)
+        for k, (status, minor, app) in enumerate(TARGETS):
+            chunk = everyone[k * 30 : (k + 1) * 30]
+            diracx_half, legacy_half = chunk[::2], chunk[1::2]
+            body = {
+                str(j): {
+                    (now + dt.timedelta(seconds=1)).isoformat(): {
+                        "Status": status,
+                        "MinorStatus": minor,
+                        "ApplicationStatus": app,
+                        "Source": "parity-suite",
+                    }
+                }
+                for j in diracx_half
+            }
+            r = dx.patch("/api/jobs/status", params={"force": "true"}, json=body)
+            assert r.status_code == 200, r.text
+            assert not r.json()["failed"], r.json()["failed"]
+            for j in legacy_half:
+                res = admin.call(JSU, "setJobStatus", j, status, minor, "parity-suite", None, True)
+                assert res["OK"], res
+                res = admin.call(JSU, "setJobApplicationStatus", j, app, "parity-suite")
+                assert res["OK"], res
+        r = dx.patch("/api/jobs/metadata", json={str(j): {"Site": "DIRAC.CI.ch"} for j in everyone[:40]})
+        assert r.status_code == 204, r.text
+    return {"mine": mine, "theirs": theirs, "all": everyone}
+
+
+@pytest.fixture(scope="module")
+def worker(grid_session, jobs):
+    return grid_session.worker("ciuser", "civo_user")
+
+
+def both(worker, method: str, *args: Any, extra_cs: dict[str, str] | None = None) -> tuple[Any, Any]:
+    legacy = worker.call(JM, method, *args, cs=LEGACY | (extra_cs or {}))
+    adapted = worker.call(JM, method, *args, cs=ADAPTED | (extra_cs or {}))
+    return legacy, adapted
+
+
+def assert_same(legacy: Any, adapted: Any) -> None:
+    assert adapted == legacy
+    # Equal dicts can still differ in value types (1 == 1.0, True == 1): compare the types too.
+    assert _types(adapted) == _types(legacy)
+
+
+def _types(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {(type(k).__name__, k): _types(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [type(value).__name__, *(_types(v) for v in value)]
+    return type(value).__name__
+
+
+def test_the_suite_has_enough_jobs_in_mixed_states(worker, jobs):
+    assert len(jobs["all"]) >= 250
+    states = worker.call(JM, "getJobsStatus", jobs["all"], cs=LEGACY)["Value"]
+    statuses = {v["Status"] for v in states.values()}
+    assert statuses >= {"Waiting", "Running", "Done", "Failed", "Stalled", "Killed", "Matched", "Completing"}
+
+
+@pytest.mark.parametrize(
+    "method", ["getJobsStates", "getJobsStatus", "getJobsMinorStatus", "getJobsApplicationStatus", "getJobsSites"]
+)
+def test_multi_job_methods_on_every_job(worker, jobs, method):
+    legacy, adapted = both(worker, method, jobs["all"])
+    assert legacy["OK"], legacy
+    assert len(legacy["Value"]) == len(jobs["all"])  # > 100: DIRAC 9.1's FutureClient stopped at 100
+    assert_same(legacy, adapted)
+
+
+@pytest.mark.parametrize(
+    "job_ids",
+    [
+        pytest.param("first-int", id="int"),
+        pytest.param("first-str", id="str"),
+        pytest.param("comma-str", id="comma-string"),
+        pytest.param("str-list", id="list-of-str"),
+        pytest.param("with-unknown", id="list-with-unknown-ids"),
+        pytest.param("only-unknown", id="only-unknown-ids"),
+        pytest.param("empty", id="empty-list"),
+        pytest.param("bad-str", id="non-numeric-string"),
+        pytest.param("dict", id="wrong-type"),
+    ],
+)
+def test_job_id_forms(worker, jobs, job_ids):
+    a, b, c = jobs["mine"][:3]
+    forms = {
+        "first-int": a,
+        "first-str": str(a),
+        "comma-str": f"{a}, {b},{c}",
+        "str-list": [str(a), str(b)],
+        "with-unknown": [a, 99_999_999, b],
+        "only-unknown": [99_999_998],
+        "empty": [],
+        "bad-str": "12,abc",
+        "dict": {a: 1},
+    }
+    legacy, adapted = both(worker, "getJobsStates", forms[job_ids])
+    assert_same(legacy, adapted)
+
+
+def test_jobs_of_another_user(worker, jobs):
+    """Legacy JobMonitoring has no ownership check; DiracX (GlobalJobsInfo) neither: same answer."""
+    legacy, adapted = both(worker, "getJobsStates", jobs["theirs"][:5])
+    assert legacy["OK"] and len(legacy["Value"]) == 5
+    assert_same(legacy, adapted)
+
+
+def test_other_user_reads_mine(grid_session, jobs):
+    other = grid_session.worker("otheruser", "civo_user")
+    legacy = other.call(JM, "getJobsSummary", jobs["mine"][:5], cs=LEGACY)
+    adapted = other.call(JM, "getJobsSummary", jobs["mine"][:5], cs=ADAPTED)
+    assert_same(legacy, adapted)
+
+
+def test_job_summary(worker, jobs):
+    for job_id in (jobs["mine"][0], jobs["mine"][35], jobs["mine"][-1], jobs["theirs"][0]):
+        legacy, adapted = both(worker, "getJobSummary", job_id)
+        assert legacy["OK"] and isinstance(legacy["Value"]["LastUpdateTime"], dt.datetime)
+        assert_same(legacy, adapted)
+
+
+def test_job_summary_unknown_job(worker):
+    assert_same(*both(worker, "getJobSummary", 99_999_997))
+
+
+def test_jobs_summary_crosses_pages(worker, jobs):
+    legacy, adapted = both(worker, "getJobsSummary", jobs["all"])
+    assert len(legacy["Value"]) == len(jobs["all"])
+    assert_same(legacy, adapted)
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [None, ["Status", "Site"], ["status", "SITE", "Owner"], "Status,JobGroup", ["JobID"], ["Foo"], ["Status", "Nope"]],
+    ids=["all", "list", "mixed-case", "comma-string", "JobID", "unknown", "one-unknown"],
+)
+def test_job_attributes(worker, jobs, attrs):
+    args = (jobs["mine"][40],) if attrs is None else (jobs["mine"][40], attrs)
+    assert_same(*both(worker, "getJobAttributes", *args))
+
+
+@pytest.mark.parametrize("attr", ["Status", "owner", "HeartBeatTime", "VerifiedFlag", "UserPriority", "Foo"])
+def test_job_attribute(worker, jobs, attr):
+    assert_same(*both(worker, "getJobAttribute", jobs["mine"][0], attr))
+
+
+def test_job_attribute_of_unknown_job(worker):
+    assert_same(*both(worker, "getJobAttribute", 99_999_996, "Status"))
+
+
+def test_logging_info(worker, jobs):
+    # Jobs whose history was written by DiracX, by the legacy service, and by both.
+    for job_id in (jobs["mine"][0], jobs["mine"][1], jobs["mine"][-1], jobs["theirs"][-1]):
+        legacy, adapted = both(worker, "getJobLoggingInfo", job_id)
+        assert legacy["OK"] and len(legacy["Value"]) >= 2, legacy
+        assert_same(legacy, adapted)
+
+
+def test_logging_info_unknown_job(worker):
+    legacy, adapted = both(worker, "getJobLoggingInfo", 99_999_995)
+    assert legacy["Message"] == "No Logging information for job 99999995"
+    assert_same(legacy, adapted)
+
+
+@pytest.mark.parametrize(
+    "attr_dict",
+    [
+        {},
+        {"Status": "Done"},
+        {"Status": ["Done", "Failed", "Killed"]},
+        {"Owner": "otheruser"},
+        {"owner": "ciuser", "JobGroup": "grp1"},
+        {"Site": "DIRAC.CI.ch", "Status": "Running"},
+        {"Status": "NoSuchStatus"},
+        {"Foo": "bar"},
+    ],
+    ids=["none", "scalar", "list", "owner", "mixed-case", "two-attrs", "no-match", "unknown-column"],
+)
+def test_get_jobs(worker, jobs, attr_dict):
+    legacy, adapted = both(worker, "getJobs", attr_dict)
+    if legacy["OK"]:
+        # MySQL returns the rows in the order of whichever index it scans (no ORDER BY); the
+        # adapter returns them by JobID. Same jobs, same str type.
+        assert adapted["OK"], adapted
+        assert sorted(adapted["Value"], key=int) == sorted(legacy["Value"], key=int)
+        assert all(type(j) is str for j in adapted["Value"])
+        assert adapted["rpcStub"] == legacy["rpcStub"]
+    else:
+        assert_same(legacy, adapted)
+
+
+def test_get_jobs_with_cut_date(worker, jobs):
+    summary = worker.call(JM, "getJobSummary", jobs["mine"][100], cs=LEGACY)["Value"]
+    cut = summary["LastUpdateTime"]
+    for cut_date in (cut, str(cut), cut.strftime("%Y-%m-%d"), str(cut + dt.timedelta(microseconds=500))):
+        legacy, adapted = both(worker, "getJobs", {"Owner": "ciuser"}, cut_date)
+        assert legacy["OK"], legacy
+        assert sorted(adapted["Value"], key=int) == sorted(legacy["Value"], key=int), cut_date
+
+
+@pytest.mark.parametrize(
+    ("method", "args"),
+    [
+        ("getJobJDL", ("first", False)),
+        ("getJobParameters", (["first"],)),
+        ("getJobParameter", ("first", "CPUNormalizationFactor")),
+        ("getJobHeartBeatData", ("first",)),
+        ("getInputData", ("first",)),
+    ],
+)
+def test_methods_diracx_cannot_serve(worker, jobs, method, args):
+    args = tuple((jobs["mine"][0] if a == "first" else [jobs["mine"][0]] if a == ["first"] else a) for a in args)
+    legacy, refused = both(worker, method, *args)
+    assert legacy["OK"], legacy
+    assert not refused["OK"]
+    assert refused["Errno"] == 95 and f"{method} is not served by DiracX" in refused["Message"]
+    assert "/DiracX/Bridge/WorkloadManagement/JobMonitoring/LegacyFallback" in refused["Message"]
+    _, fallback = both(
+        worker, method, *args, extra_cs={"/DiracX/Bridge/WorkloadManagement/JobMonitoring/LegacyFallback": "yes"}
+    )
+    assert_same(legacy, fallback)
