@@ -119,7 +119,10 @@ class MariaDB:
         return self
 
     def _ping(self) -> bool:
-        pymysql.connect(host="127.0.0.1", port=self.port, user="root", connect_timeout=1).close()
+        # Every probe is bounded: a port squatted by another program may accept and never greet.
+        pymysql.connect(
+            host="127.0.0.1", port=self.port, user="root", connect_timeout=1, read_timeout=2, write_timeout=2
+        ).close()
         return True
 
     def connect(self, database: str | None = None, *, root: bool = True) -> pymysql.Connection:
