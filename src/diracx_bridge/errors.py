@@ -23,7 +23,8 @@ from DIRACCommon.Core.Utilities.ReturnValues import S_ERROR, SErrorException
 _SECRETS = re.compile(
     r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"  # a JWT (access or refresh token)
     r"|diracx:legacy:[A-Za-z0-9_=+/-]+"  # a legacy-exchange API key
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]+",  # an Authorization header value
+    # an Authorization header value, including DIRAC's "Bearer diracx:legacy:<key>" (the key's colons)
+    r"|(?i:bearer)\s+(?:diracx:legacy:)?[A-Za-z0-9._~+/=-]+",
 )
 
 

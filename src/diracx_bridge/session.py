@@ -108,6 +108,7 @@ class TokenAuth(httpx.Auth):
         self._signature: tuple[int, int, int] | None = None
         self._token_endpoint: str | None = None
         self._refresh_client: httpx.Client | None = None
+        self._refresh_pid = os.getpid()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -223,21 +224,32 @@ class TokenAuth(httpx.Auth):
                 f"DiracX at {self.url} failed to refresh the token of {claims.username}: HTTP {r.status_code} "
                 f"{_detail(r)}"
             )
-        body = r.json()
-        body.setdefault("refresh_token", None)
-        if not body["refresh_token"]:
-            body["refresh_token"] = current.refresh_token  # legacy-exchange tokens are not rotated
-        return bundle.DiracxToken.from_token_response(body)
+        try:
+            body = r.json()
+            body.setdefault("refresh_token", None)
+            if not body["refresh_token"]:
+                body["refresh_token"] = current.refresh_token  # legacy-exchange tokens are not rotated
+            return bundle.DiracxToken.from_token_response(body)
+        except (ValueError, TypeError, AttributeError):
+            # A 200 that is not a token response (a proxy's error page...): the message names no token.
+            raise errors.DiracXServerError(
+                f"DiracX at {self.url} answered the token refresh of {claims.username} with something that is not "
+                "a token response; see the DiracX server logs"
+            ) from None
 
     def _expired(self, claims: Claims, token: bundle.DiracxToken, detail: str = "") -> errors.SessionExpired:
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(_refresh_expires_on(token)))
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(_refresh_expires_on(token)))
+        except (OverflowError, OSError, ValueError):  # inf: a refresh token that is not a readable JWT
+            when = "an unknown time"
         return errors.SessionExpired(
             f"The DiracX session of {claims.username} (group {claims.group}) has expired (refresh token valid "
             f"until {when}{'; DiracX says: ' + detail if detail else ''}): run dirac-proxy-init -g {claims.group}"
         )
 
     def _refresh_http(self) -> httpx.Client:
-        if self._refresh_client is None:
+        if self._refresh_client is None or self._refresh_pid != os.getpid():  # forked: not the parent's sockets
+            self._refresh_pid = os.getpid()
             self._refresh_client = httpx.Client(
                 timeout=httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout),
                 verify=_ssl_context() if self.url.startswith("https") else True,
@@ -348,7 +360,7 @@ class DiracXSession:
                     time.sleep(_BACKOFF[min(attempt, len(_BACKOFF) - 1)])
                     continue
                 raise errors.DiracXUnreachable(
-                    f"DiracX at {self.url} is unreachable ({type(exc).__name__}: {exc or 'no answer'}); "
+                    f"DiracX at {self.url} is unreachable ({type(exc).__name__}: {str(exc) or 'no answer'}); "
                     f"{action or method + ' ' + path} was not done. Check /DiracX/URL and that the server is up."
                 ) from None
             if response.status_code in _RETRY_STATUSES and attempt + 1 < attempts:

@@ -52,7 +52,7 @@ def job_ids_of(job_ids: Any) -> list[int]:
         if isinstance(job_ids, str):
             ids = [int(j) for j in job_ids.replace(" ", "").split(",")]
         elif isinstance(job_ids, int):
-            ids = [job_ids]
+            ids = [int(job_ids)]  # a bool is an int for DISET's check; JobDB's int() makes it 0/1
         else:
             ids = [int(j) for j in job_ids]
     except (TypeError, ValueError) as exc:
