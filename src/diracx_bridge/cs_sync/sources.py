@@ -1,0 +1,160 @@
+"""Where the legacy CS comes from: a ``.cfg`` file, or the live Configuration Server.
+
+Both give a ``diraccfg.CFG`` plus a version, so the conversion has one code path and watch mode
+can ask "changed since the version I exported?" cheaply: a ``stat`` (then a hash) for a file, one
+``getCompressedDataIfNewer`` RPC for the Configuration Server, which only sends the CS when its
+version is newer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from diraccfg import CFG
+
+from diracx_bridge.cs_sync.errors import SourceError
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One state of the legacy CS."""
+
+    cfg: CFG
+    #: Opaque: the sha256 of a file, or the CS version (/DIRAC/Configuration/Version).
+    version: str
+    #: For humans and commit messages.
+    origin: str
+
+
+class Source(Protocol):
+    description: str
+
+    def fetch(self, known_version: str | None = None) -> Snapshot | None:
+        """The current CS, or ``None`` when it is still ``known_version`` (or not ready to be read)."""
+
+
+def parse_cfg(text: str, where: str) -> CFG:
+    try:
+        return CFG().loadFromBuffer(text)
+    except ValueError as exc:
+        raise SourceError(f"{where} is not a valid CS file: {exc}") from exc
+
+
+class FileSource:
+    """A CS file, e.g. the master Configuration Server's ``etc/<Name>.cfg``.
+
+    DIRAC's Configuration Server rewrites that file in place (not by rename), so a read can
+    overlap a write. A read is retried when the file changed while being read; with
+    ``settle_seconds`` (watch mode), a file modified less than that long ago is left for the next
+    poll, so a half-written CS is never exported as a mass removal of users.
+    """
+
+    def __init__(self, path: Path, settle_seconds: float = 0.0) -> None:
+        self.path = Path(path)
+        self.settle_seconds = settle_seconds
+        self.description = f"CS file {self.path}"
+        self._last_stat: tuple[int, int, int] | None = None
+        self._last_version: str | None = None
+
+    def _stat(self) -> os.stat_result:
+        try:
+            return self.path.stat()
+        except FileNotFoundError:
+            raise SourceError(
+                f"{self.path} does not exist: give the path of the legacy CS file (on the master "
+                "Configuration Server: etc/<Configuration Name>.cfg), or --live"
+            ) from None
+        except OSError as exc:
+            raise SourceError(f"cannot read {self.path}: {exc}") from exc
+
+    def fetch(self, known_version: str | None = None) -> Snapshot | None:
+        for _ in range(3):
+            before = self._stat()
+            key = (before.st_mtime_ns, before.st_size, before.st_ino)
+            if known_version is not None and key == self._last_stat and known_version == self._last_version:
+                return None
+            if self.settle_seconds and time.time() - before.st_mtime < self.settle_seconds:
+                return None
+            try:
+                data = self.path.read_bytes()
+            except OSError as exc:
+                raise SourceError(f"cannot read {self.path}: {exc}") from exc
+            after = self._stat()
+            if (after.st_mtime_ns, after.st_size, after.st_ino) == key:
+                break
+        else:
+            raise SourceError(f"{self.path} kept changing while being read; try again when it is stable")
+        version = hashlib.sha256(data).hexdigest()
+        self._last_stat, self._last_version = key, version
+        if version == known_version:
+            return None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SourceError(f"{self.path} is not UTF-8 text: {exc}") from exc
+        return Snapshot(parse_cfg(text, str(self.path)), version, f"{self.path} (sha256 {version[:12]})")
+
+
+class LiveSource:
+    """The CS as the master Configuration Server serves it (``Configuration/Server``).
+
+    The remote CS only: the local ``dirac.cfg`` of the machine running cs-sync (its
+    ``LocalSite``, its credentials settings) must not leak into DiracX's configuration, which is
+    what ``gConfig``'s merged view would do.
+    """
+
+    description = "the live CS (Configuration/Server)"
+
+    def __init__(self, client_factory: Callable[[], Any] | None = None) -> None:
+        self._client_factory = client_factory
+        self._client: Any = None
+
+    def _connect(self) -> Any:
+        if self._client is not None:
+            return self._client
+        if self._client_factory is not None:
+            self._client = self._client_factory()
+            return self._client
+        import DIRAC
+        from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+        from DIRAC.Core.Utilities.exceptions import DIRACInitError
+
+        try:
+            DIRAC.initialize(require_auth=False)
+        except DIRACInitError as exc:
+            raise SourceError(f"DIRAC could not be initialised: {exc}") from exc
+        if not gConfigurationData.getServers():
+            raise SourceError(
+                "no Configuration Server in /DIRAC/Configuration/Servers: this installation reads its CS from "
+                "files, so give the CS file path instead of --live"
+            )
+        from DIRAC.ConfigurationSystem.Client.ConfigurationClient import ConfigurationClient
+
+        self._client = ConfigurationClient()
+        return self._client
+
+    def fetch(self, known_version: str | None = None) -> Snapshot | None:
+        result = self._connect().getCompressedDataIfNewer(known_version or "0")
+        if not result.get("OK"):
+            raise SourceError(
+                f"the Configuration Server did not send the CS: {result.get('Message')}. Check "
+                "/DIRAC/Configuration/Servers and the credentials cs-sync runs with (a proxy, or the host "
+                "certificate: /DIRAC/Security/UseServerCertificate = yes in the local dirac.cfg)"
+            )
+        value = result["Value"]
+        version = str(value.get("newestVersion", ""))
+        if "data" not in value:
+            return None
+        data = value["data"]
+        try:
+            text = zlib.decompress(data.encode("latin-1") if isinstance(data, str) else data).decode("utf-8")
+        except (zlib.error, UnicodeDecodeError) as exc:
+            raise SourceError(f"the Configuration Server sent an unreadable CS: {exc}") from exc
+        return Snapshot(parse_cfg(text, "the live CS"), version, f"Configuration Server, CS version {version}")

@@ -1,0 +1,199 @@
+"""Validation by DiracX's own ``Config`` model, with the semantics diracx's cs-sync uses.
+
+``DIRAC_COMPAT_ENABLE_CS_CONVERSION`` switches diracx's models into legacy mode: comma-separated
+strings become lists, ``"None"`` becomes ``None``, and ``Operations/Defaults`` is kept instead of
+being merged into every VO. It is an environment variable read at validation time, so it is set
+here only around the call, under a lock, and restored afterwards (DIRAC's own
+``diracxVerifyConfig`` sets it for the whole process and forgets it when the subprocess times out).
+
+The exported configuration is then validated a second time as the DiracX server will read it
+(legacy mode off): a commit that the server refuses would leave DiracX serving an
+old configuration, or none, until someone notices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from diracx_bridge.cs_sync.errors import Problem, ValidationFailed
+from diracx_bridge.cs_sync.paths import Provenance
+
+LEGACY_MODE_VARIABLE = "DIRAC_COMPAT_ENABLE_CS_CONVERSION"
+OS_COMPATIBILITY = ("Resources", "Computing", "OSCompatibility")
+
+_ENVIRONMENT_LOCK = threading.RLock()
+_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@contextmanager
+def scoped_environment(name: str, value: str | None) -> Iterator[None]:
+    """Set (or, with ``None``, unset) one variable for the duration of the block, then restore it."""
+    with _ENVIRONMENT_LOCK:
+        previous = os.environ.get(name)
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
+
+
+def legacy_mode() -> AbstractContextManager[None]:
+    return scoped_environment(LEGACY_MODE_VARIABLE, "1")
+
+
+def server_mode() -> AbstractContextManager[None]:
+    """Legacy mode off, even if the admin's environment sets it: the DiracX server never runs with it."""
+    return scoped_environment(LEGACY_MODE_VARIABLE, None)
+
+
+def diracx_config_class() -> type[BaseModel]:
+    """The ``Config`` class DiracX itself uses: an installed extension's, or diracx's own."""
+    from diracx.core.extensions import DiracEntryPoint, select_from_extension
+
+    return select_from_extension(group=DiracEntryPoint.CORE, name="config")[0].load()  # type: ignore[no-any-return]
+
+
+def dump_yaml(config: Mapping[str, Any]) -> str:
+    """Sorted keys, so that an unchanged CS always gives the same bytes and the same git blob."""
+    return yaml.dump(dict(config), Dumper=_Dumper, sort_keys=True, allow_unicode=True, default_flow_style=False)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader (the C one when available)
+
+
+def _existing_keys(data: Any, location: Sequence[str | int]) -> list[str | int]:
+    """The part of a pydantic error location that names keys of the input.
+
+    pydantic adds tags for union members and validators (``function-after[...]``); they are not
+    CS keys. The last element is kept even when absent: it is the missing or unexpected field.
+    """
+    keys: list[str | int] = []
+    node = data
+    last = len(location) - 1
+    for index, part in enumerate(location):
+        in_mapping = isinstance(node, Mapping) and part in node
+        in_list = isinstance(node, list | tuple) and isinstance(part, int) and 0 <= part < len(node)
+        if in_mapping or in_list:
+            keys.append(part)
+            node = node[part]
+        elif index == last and isinstance(part, str) and not part.endswith("]"):
+            keys.append(part)
+    return keys
+
+
+def _problems(error: ValidationError, data: Any, provenance: Provenance) -> list[Problem]:
+    problems: list[Problem] = []
+    for item in error.errors(include_url=False):
+        keys = _existing_keys(data, item["loc"])
+        path = provenance.legacy_path(keys)
+        indices = [k for k in keys if isinstance(k, int)]
+        message = item["msg"]
+        if item["type"] == "missing":
+            message = "required, but missing"
+        elif not isinstance(item.get("input"), Mapping):
+            value = repr(item.get("input"))
+            message += f" (got {value[:80]}{'...' if len(value) > 80 else ''}"
+            message += f", item {indices[-1] + 1} of the list)" if indices else ")"
+        problems.append(Problem(path, message))
+    return problems
+
+
+def validate(raw: dict[str, Any], provenance: Provenance, config_class: type[BaseModel]) -> dict[str, Any]:
+    """Validate in legacy mode and return the configuration as diracx's cs-sync dumps it.
+
+    ``raw`` is consumed (the legacy adaptor rewrites it in place).
+
+    OSCompatibility is validated outside legacy mode: diracx 0.7.0's legacy adaptor for it looks
+    up ``OSCompatibility`` *inside* the OSCompatibility mapping and so always yields ``{}``, which
+    would silently empty the platform table DiracX uses to match jobs to platforms.
+    """
+    computing_model = _computing_model(config_class)
+    os_compatibility = _pop_path(raw, OS_COMPATIBILITY) if computing_model is not None else None
+    with legacy_mode():
+        try:
+            config = config_class.model_validate(raw)
+        except ValidationError as exc:
+            raise ValidationFailed(_problems(exc, raw, provenance)) from None
+        dumped = config.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    if os_compatibility is not None and computing_model is not None:
+        computing = dumped.setdefault("Resources", {}).setdefault("Computing", {})
+        computing["OSCompatibility"] = _os_compatibility(os_compatibility, computing_model, provenance)
+    return dumped
+
+
+def check_as_served(config: Mapping[str, Any], provenance: Provenance, config_class: type[BaseModel]) -> None:
+    """Validate the exported configuration as the DiracX server will, and refuse what it would refuse.
+
+    The server validates ``yaml.safe_load(default.yml)`` with legacy mode off. The file is a
+    SafeDumper dump of ``config`` (plain str/int/float/bool/None/list/dict), which loads back
+    as equal data, so a JSON copy is validated here: the same input, without paying for a YAML
+    parse of the whole file (seconds for 20,000 users). The copy is needed because the
+    server-mode validator rewrites ``Operations`` in place.
+    """
+    data = json.loads(json.dumps(config))
+    with server_mode():
+        try:
+            config_class.model_validate(data)
+        except ValidationError as exc:
+            problems = _problems(exc, json.loads(json.dumps(config)), provenance)
+            raise ValidationFailed(
+                [Problem(p.path, f"{p.message} [the DiracX server would refuse the exported file]") for p in problems]
+            ) from None
+
+
+def _pop_path(data: dict[str, Any], path: Sequence[str]) -> Any:
+    node: Any = data
+    for key in path[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return None
+    if not isinstance(node, dict):
+        return None
+    return node.pop(path[-1], None)
+
+
+def _os_compatibility(value: Any, model: type[BaseModel], provenance: Provenance) -> Any:
+    """Validate the platform table with DiracX's own model, as the server will, and dump it sorted."""
+    if isinstance(value, Mapping):
+        value = {platform: _comma_list(compatible) for platform, compatible in value.items()}
+    with server_mode():
+        try:
+            computing = model.model_validate({"OSCompatibility": value})
+        except ValidationError as exc:
+            problems = _problems(exc, {"OSCompatibility": value}, provenance)
+            raise ValidationFailed([Problem("/Resources/Computing" + p.path, p.message) for p in problems]) from None
+    table = computing.model_dump(by_alias=True, mode="json")["OSCompatibility"]
+    return {platform: sorted(compatible) for platform, compatible in table.items()}
+
+
+def _comma_list(value: Any) -> Any:
+    return [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) else value
+
+
+def _computing_model(config_class: type[BaseModel]) -> type[BaseModel] | None:
+    """``Resources.Computing`` of the Config class, if it has the shape diracx 0.7.0 gives it."""
+    from diracx_bridge.cs_sync.schema import fields_of, shape_of
+
+    resources = shape_of(fields_of(config_class).get("Resources"))
+    if resources.kind != "model":
+        return None
+    computing = shape_of(fields_of(resources.arg).get("Computing"))
+    if computing.kind != "model" or "OSCompatibility" not in fields_of(computing.arg):
+        return None
+    return computing.arg  # type: ignore[no-any-return]
