@@ -5,6 +5,12 @@ DIRAC 9.1 mints no DiracX token for a VO listed in /DiracX/DisabledVOs, but
 their VO: users of a disabled VO then fail with "No diracx token in the proxy file". diracx
 0.7.0's cs-sync refuses that combination only when the flag is the literal ``True``; DIRAC reads
 ``yes``, ``y``, ``true`` and ``1`` as true, so this check uses DIRAC's own rule (``parse_bool``).
+
+diracx-bridge routes the users of a disabled VO to the legacy services, so an installation whose
+DIRAC clients *all* run the bridge can use both options together: its admins say so with
+``/DiracX/Bridge/ClientsRouteDisabledVOs = yes``, and the refusal becomes a reported warning.
+It stays a refusal by default because DIRAC 9.1 clients without the bridge (worker nodes,
+pilots, other hosts) would still fail.
 """
 
 from __future__ import annotations
@@ -60,13 +66,27 @@ def check_disabled_vos(diracx_section: Mapping[str, Any], report: Report | None 
     if not vos or not enabled:
         return
     services = ", ".join(path.removeprefix("/DiracX/FutureClientEnabled/") for path, _ in enabled)
+    bridge = diracx_section.get("Bridge", {})
+    if isinstance(bridge, Mapping) and parse_bool(bridge.get("ClientsRouteDisabledVOs")):
+        if report is not None:
+            report.add(
+                "/DiracX/DisabledVOs",
+                f"lists {', '.join(vos)} while {services} use DiracX: accepted because "
+                "/DiracX/Bridge/ClientsRouteDisabledVOs says every DIRAC client runs diracx-bridge, which keeps "
+                "these VOs on the legacy services; a client without the bridge would send their users to DiracX "
+                "without a token",
+                Kind.WARNING,
+            )
+        return
     problems = [
         Problem(
             "/DiracX/DisabledVOs",
             f"lists {', '.join(vos)}, but {services} "
             f"{'is' if len(enabled) == 1 else 'are'} routed to DiracX for every VO: users of "
             f"{', '.join(vos)} get no DiracX token in their proxy and these calls fail with "
-            "'No diracx token in the proxy file'",
+            "'No diracx token in the proxy file' in DIRAC clients without diracx-bridge. If every DIRAC client "
+            "of this installation runs diracx-bridge (which keeps disabled VOs on the legacy services), say so "
+            "with /DiracX/Bridge/ClientsRouteDisabledVOs = yes",
         )
     ]
     problems += [Problem(path, f"set to {flag!r}, which DIRAC reads as true") for path, flag in enabled]

@@ -150,6 +150,28 @@ def test_consistent_diracx_settings_pass(changes):
     assert convert(_changed(*changes)).vos == ["vo1"]
 
 
+@pytest.mark.parametrize("flag", ["yes", "1"])
+def test_admins_can_declare_that_every_client_routes_disabled_vos(flag):
+    """With the bridge on every client, disabled VOs stay on legacy: a warning, not a refusal."""
+    cfg = _changed(
+        ("DiracX/DisabledVOs", "vo1"),
+        ("DiracX/FutureClientEnabled/WorkloadManagement/JobStateUpdate", "yes"),
+        ("DiracX/Bridge/ClientsRouteDisabledVOs", flag),
+    )
+    result = convert(cfg)
+    assert result.vos == ["vo1"]
+    assert "/DiracX/DisabledVOs" in result.report.paths()
+    assert "ClientsRouteDisabledVOs" in result.report.render()
+
+
+def test_the_refusal_names_the_way_out():
+    cfg = _changed(
+        ("DiracX/DisabledVOs", "vo1"), ("DiracX/FutureClientEnabled/WorkloadManagement/JobStateUpdate", "yes")
+    )
+    with pytest.raises(ConsistencyError, match="/DiracX/Bridge/ClientsRouteDisabledVOs = yes"):
+        convert(cfg)
+
+
 def test_bridge_refuses_yes_where_diracx_only_sees_true(diracx_cs_sync):
     """The documented difference: diracx 0.7.0 compares with the literal "True"."""
     cfg = _changed(
