@@ -394,30 +394,58 @@ class DiracXSession:
 
 
 _sessions: dict[tuple[str, Path], DiracXSession] = {}
+#: Sessions replaced while another thread may still be using them: closed at exit, not before.
+_retired: list[DiracXSession] = []
 _sessions_lock = threading.Lock()
 _MAX_SESSIONS = 32
 
 
+def _transport(settings: BridgeSettings) -> tuple[object, ...]:
+    """The settings a connection pool is built with; the others can change under a live session."""
+    return (settings.url, settings.connect_timeout, settings.read_timeout)
+
+
 def get_session(url: str, proxy_path: Path, settings: BridgeSettings) -> DiracXSession:
-    """The process's session for (url, proxy): created once, then reused by every call."""
+    """The process's session for (url, proxy): created once, then reused by every call.
+
+    A CS change that does not concern the connection (retries, page size, DisabledVOs...) is
+    applied to the live session; one that does (timeouts) gets a new pool, and the old one is
+    retired rather than closed, because another thread may be in the middle of a call on it.
+    """
     key = (url, proxy_path)
     session = _sessions.get(key)
     if session is not None and session.settings == settings:
         return session
     with _sessions_lock:
         session = _sessions.get(key)
-        if session is None or session.settings != settings:
-            if session is not None:
-                session.close()
-            elif len(_sessions) >= _MAX_SESSIONS:
-                _sessions.pop(next(iter(_sessions))).close()
-            session = _sessions[key] = DiracXSession(url, proxy_path, settings)
+        if session is not None and _transport(session.settings) == _transport(settings):
+            session.settings = session.auth.settings = settings
+            return session
+        if session is not None:
+            _retired.append(session)
+        elif len(_sessions) >= _MAX_SESSIONS:
+            _retired.append(_sessions.pop(next(iter(_sessions))))
+        while len(_retired) > _MAX_SESSIONS:
+            _retired.pop(0).close()  # long replaced: no call can still be running on it
+        session = _sessions[key] = DiracXSession(url, proxy_path, settings)
         return session
+
+
+def _after_fork_in_child() -> None:
+    """A child forked while another thread held a lock would inherit it held: start afresh."""
+    global _sessions_lock  # noqa: PLW0603 - the module-level lock is the thing being replaced
+    _sessions_lock = threading.Lock()
+    for session in [*_sessions.values(), *_retired]:
+        session.auth._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
 def close_all() -> None:
     with _sessions_lock:
-        for session in _sessions.values():
+        for session in [*_sessions.values(), *_retired]:
             session.close()
         _sessions.clear()
+        _retired.clear()

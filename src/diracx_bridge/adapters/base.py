@@ -15,12 +15,14 @@ So an adapter:
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from DIRACCommon.Core.Utilities.ReturnValues import convertToReturnValue
 
 from diracx_bridge import errors
+from diracx_bridge.adapters.convert import check_types
 from diracx_bridge.log import logger
 from diracx_bridge.routing import Route
 from diracx_bridge.session import DiracXSession, get_session
@@ -44,13 +46,15 @@ def over_the_wire(value: Any) -> Any:
 def adapted(func: Callable[..., T]) -> Callable[..., dict[str, Any]]:
     """Make an adapter method behave like the DISET call it replaces.
 
-    Arguments and answer go through the wire encoding (:func:`over_the_wire`); the method runs
-    under DIRACCommon's ``convertToReturnValue``, so it returns ``S_OK``/``S_ERROR`` and never
-    raises; the result carries DISET's ``rpcStub``, so DIRAC's failover (RMS ForwardDISET) can
-    replay a failed call, which goes through the routing again.
+    Arguments and answer go through the wire encoding (:func:`over_the_wire`); the arguments are
+    checked as the DISET handler checks them (the adapter's ``TYPES``, then the call signature);
+    the method runs under DIRACCommon's ``convertToReturnValue``, so it returns
+    ``S_OK``/``S_ERROR`` and never raises; the result carries DISET's ``rpcStub``, so DIRAC's
+    failover (RMS ForwardDISET) can replay a failed call, which goes through the routing again.
     """
     converted = convertToReturnValue(func)
     name = func.__name__
+    signature = inspect.signature(func)
 
     @functools.wraps(func)
     def wrapper(self: Adapter, *args: Any) -> dict[str, Any]:
@@ -58,6 +62,11 @@ def adapted(func: Callable[..., T]) -> Callable[..., dict[str, Any]]:
             wire_args = over_the_wire(list(args))
         except Exception as exc:  # noqa: BLE001 - what DISET answers for an unencodable argument
             return errors.BridgeError(f"Cannot serialize the arguments of {name}: {exc!r}", code=0).result
+        refusal = _refuse_arguments(self, name, signature, wire_args)
+        if refusal is not None:
+            result = refusal.result
+            result["rpcStub"] = self._rpc_stub(name, list(args))
+            return result
         result: dict[str, Any] = converted(self, *wire_args)  # type: ignore[assignment]
         if result["OK"]:
             try:
@@ -75,10 +84,28 @@ def adapted(func: Callable[..., T]) -> Callable[..., dict[str, Any]]:
     return wrapper
 
 
+def _refuse_arguments(
+    adapter: Adapter, name: str, signature: inspect.Signature, args: list[Any]
+) -> errors.BridgeError | None:
+    """DISET's refusals, before the method runs: its type check, then a call that cannot bind."""
+    try:
+        if name in adapter.TYPES:
+            check_types(name, args, adapter.TYPES)
+        signature.bind(adapter, *args)
+    except errors.BridgeError as exc:
+        return exc
+    except TypeError as exc:
+        # The handler calls export_<name>(*args) and answers the TypeError this way.
+        return errors.BridgeError(f"Server error while serving {name}: {exc}", code=0)
+    return None
+
+
 class Adapter:
     """Base of the adapters; ``SERVICE`` is the ``<System>/<Service>`` it stands for."""
 
     SERVICE: ClassVar[str] = ""
+    #: The legacy handler's ``types_<method>`` lists, checked before each adapted method runs.
+    TYPES: ClassVar[dict[str, list[Any]]] = {}
     #: Legacy methods known to have no DiracX 0.7.0 equivalent (documentation and ``status``).
     NOT_SERVED: ClassVar[frozenset[str]] = frozenset()
 

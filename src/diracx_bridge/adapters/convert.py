@@ -22,7 +22,7 @@ FLAG_COLUMNS = frozenset({"VerifiedFlag", "AccountedFlag"})
 
 
 def check_types(method: str, args: Sequence[Any], types: Mapping[str, list[Any]]) -> None:
-    """The DISET handler's argument check (``types_<method>``), with its exact refusal text."""
+    """The DISET handler's argument check (``types_<method>``), with its exact refusal texts."""
     expected = types[method]
     for index in range(min(len(expected), len(args))):
         wanted = expected[index]
@@ -35,6 +35,8 @@ def check_types(method: str, args: Sequence[Any], types: Mapping[str, list[Any]]
                 % (index, type(args[index]), str(wanted)),
                 code=0,
             )
+    if len(args) < len(expected):
+        raise errors.BridgeError(f"Function {method} expects at least {len(expected)} arguments", code=0)
 
 
 def _legacy_failure(exc: Exception) -> errors.BridgeError:

@@ -28,12 +28,7 @@ from DIRACCommon.Core.Utilities import DErrno
 
 from diracx_bridge import errors
 from diracx_bridge.adapters.base import Adapter, adapted
-from diracx_bridge.adapters.convert import (
-    check_types,
-    from_diracx_value,
-    job_ids_of,
-    naive_utc,
-)
+from diracx_bridge.adapters.convert import from_diracx_value, job_ids_of, naive_utc
 
 #: The columns of DIRAC's ``Jobs`` table (DIRAC's JobDB.sql), which DiracX's search returns too.
 JOB_ATTRIBUTES = (
@@ -84,6 +79,7 @@ _READ = "NormalUser (for the caller's own jobs) or JobAdministrator"
 
 class JobMonitoringAdapter(Adapter):
     SERVICE = "WorkloadManagement/JobMonitoring"
+    TYPES = _TYPES
     NOT_SERVED: ClassVar[frozenset[str]] = frozenset(
         {"getJobJDL", "getJobParameter", "getJobParameters", "getJobHeartBeatData", "getInputData"}
     )
@@ -91,26 +87,37 @@ class JobMonitoringAdapter(Adapter):
     # --- DiracX access ---------------------------------------------------------------------------
 
     def _search(self, parameters: list[str] | None, search: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
-        """Every row of a search, across DiracX's pages (sorted by JobID so pages are stable)."""
+        """Every row of a search, page after page.
+
+        Pages are keyed on JobID ("JobID > the last one seen", always page 1) rather than on page
+        numbers: a job removed between two pages would otherwise shift the rows (one skipped
+        silently) or empty the last page (HTTP 416 and a failed call). The legacy service reads
+        everything in one SQL query and has neither problem.
+        """
         rows: list[dict[str, Any]] = []
-        page = 1
         session = self.session
+        per_page = session.settings.search_page_size
+        wanted = None if parameters is None else ["JobID", *(p for p in parameters if p != "JobID")]
+        after: list[dict[str, Any]] = []
         while True:
             response = session.request(
                 "POST",
                 "/api/jobs/search",
-                params={"page": page, "per_page": session.settings.search_page_size},
-                json={"parameters": parameters, "search": search, "sort": [{"parameter": "JobID", "direction": "asc"}]},
+                params={"page": 1, "per_page": per_page},
+                json={
+                    "parameters": wanted,
+                    "search": search + after,
+                    "sort": [{"parameter": "JobID", "direction": "asc"}],
+                },
                 idempotent=True,
                 action=action,
                 requires=_READ,
             )
             batch = response.json()
             rows.extend(batch)
-            total = _total(response.headers.get("Content-Range"))
-            if response.status_code != 206 or not batch or (total is not None and len(rows) >= total):
+            if response.status_code != 206 or len(batch) < per_page:
                 return rows
-            page += 1
+            after = [{"parameter": "JobID", "operator": "gt", "value": int(batch[-1]["JobID"])}]
 
     def _rows_by_id(
         self, job_ids: Sequence[int], parameters: list[str] | None, action: str
@@ -124,8 +131,7 @@ class JobMonitoringAdapter(Adapter):
                 if len(chunk) == 1
                 else {"parameter": "JobID", "operator": "in", "values": chunk}
             )
-            params = None if parameters is None else ["JobID", *(p for p in parameters if p != "JobID")]
-            for row in self._search(params, [spec], action):
+            for row in self._search(parameters, [spec], action):
                 found[int(row["JobID"])] = row
         return found
 
@@ -159,54 +165,44 @@ class JobMonitoringAdapter(Adapter):
 
     @adapted
     def getJobsStates(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
-        check_types("getJobsStates", [jobIDs], _TYPES)
         return self._attributes(job_ids_of(jobIDs), ["Status", "MinorStatus", "ApplicationStatus"], "getJobsStates")
 
     @adapted
     def getJobsStatus(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
-        check_types("getJobsStatus", [jobIDs], _TYPES)
         return self._attributes(job_ids_of(jobIDs), ["Status"], "getJobsStatus")
 
     @adapted
     def getJobsMinorStatus(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
-        check_types("getJobsMinorStatus", [jobIDs], _TYPES)
         return self._attributes(job_ids_of(jobIDs), ["MinorStatus"], "getJobsMinorStatus")
 
     @adapted
     def getJobsApplicationStatus(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
-        check_types("getJobsApplicationStatus", [jobIDs], _TYPES)
         return self._attributes(job_ids_of(jobIDs), ["ApplicationStatus"], "getJobsApplicationStatus")
 
     @adapted
     def getJobsSites(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
-        check_types("getJobsSites", [jobIDs], _TYPES)
         return self._attributes(job_ids_of(jobIDs), ["Site"], "getJobsSites")
 
     @adapted
     def getJobsSummary(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
-        check_types("getJobsSummary", [jobIDs], _TYPES)
         return self._attributes(job_ids_of(jobIDs), None, "getJobsSummary")
 
     @adapted
     def getJobSummary(self, jobID: Any) -> dict[str, Any]:
-        check_types("getJobSummary", [jobID], _TYPES)
         return self._attributes([int(jobID)], None, "getJobSummary").get(int(jobID), {})
 
     @adapted
     def getJobAttributes(self, jobID: Any, attrList: Any = None) -> dict[str, Any]:
-        check_types("getJobAttributes", [jobID, attrList], _TYPES)
         if isinstance(attrList, str):
             attrList = attrList.replace(" ", "").split(",")
         return self._attributes([int(jobID)], attrList, "getJobAttributes").get(int(jobID), {})
 
     @adapted
     def getJobAttribute(self, jobID: Any, attribute: Any) -> Any:
-        check_types("getJobAttribute", [jobID, attribute], _TYPES)
         return self._attributes([int(jobID)], [attribute], "getJobAttribute").get(int(jobID), {}).get(attribute)
 
     @adapted
     def getJobLoggingInfo(self, jobID: Any) -> list[tuple[str, str, str, str, str]]:
-        check_types("getJobLoggingInfo", [jobID], _TYPES)
         rows = self._search(
             ["JobID", "LoggingInfo"],
             [{"parameter": "JobID", "operator": "eq", "value": int(jobID)}],
@@ -223,7 +219,6 @@ class JobMonitoringAdapter(Adapter):
 
     @adapted
     def getJobs(self, attrDict: Any = None, cutDate: Any = None) -> list[str]:
-        check_types("getJobs", [attrDict, cutDate], _TYPES)
         search: list[dict[str, Any]] = []
         for name, value in (attrDict or {}).items():
             column = _CANONICAL.get(str(name).lower())
@@ -248,16 +243,6 @@ class JobMonitoringAdapter(Adapter):
         return [str(row["JobID"]) for row in rows]
 
 
-def _total(content_range: str | None) -> int | None:
-    """The total of a ``Content-Range: jobs 0-99/343`` header."""
-    if not content_range or "/" not in content_range:
-        return None
-    try:
-        return int(content_range.rsplit("/", 1)[1])
-    except ValueError:
-        return None
-
-
 def _search_value(column: str, value: Any) -> Any:
     if column in ("JobID", "UserPriority", "RescheduleCounter"):
         return int(value)
@@ -270,6 +255,14 @@ def _second_string(value: dt.datetime) -> str:
     return naive_utc(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _iso(text: str) -> dt.datetime | None:
+    """ISO 8601 with a ``T`` or an offset, which MySQL accepts and DIRAC's ``fromString`` does not."""
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def _just_before(cut: Any) -> str:
     """``LastUpdateTime >= cut`` expressed with DiracX's ``gt``.
 
@@ -279,7 +272,7 @@ def _just_before(cut: Any) -> str:
     """
     from DIRACCommon.Core.Utilities.TimeUtilities import fromString
 
-    moment = cut if isinstance(cut, (dt.datetime, dt.date)) else fromString(str(cut))
+    moment = cut if isinstance(cut, (dt.datetime, dt.date)) else fromString(str(cut)) or _iso(str(cut))
     if isinstance(moment, dt.date) and not isinstance(moment, dt.datetime):
         moment = dt.datetime.combine(moment, dt.time())
     if moment is None:

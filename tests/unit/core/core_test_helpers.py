@@ -250,6 +250,8 @@ class FakeDiracX:
         if operator == "in":
             return value in spec["values"]
         if operator == "gt":
+            if isinstance(value, int) and isinstance(spec["value"], int):
+                return value > spec["value"]  # JobID: the adapter pages on it
             return str(value) > str(spec["value"])
         raise AssertionError(f"the fake DiracX does not know operator {operator}")
 

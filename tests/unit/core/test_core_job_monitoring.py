@@ -50,7 +50,13 @@ def test_every_page_is_followed(proxy: Path, diracx: FakeDiracX) -> None:
     assert jobs == [str(i) for i in range(1, 25_001)]
     sent = searches(diracx)
     assert len(sent) == 3
-    assert [s.params for s in sent] == [{"page": str(p), "per_page": "10000"} for p in (1, 2, 3)]
+    # Keyset pages: always page 1, each one after the last JobID seen (offsets can skip rows).
+    assert [s.params for s in sent] == [{"page": "1", "per_page": "10000"}] * 3
+    assert [s.body["search"] for s in sent] == [
+        [],
+        [{"parameter": "JobID", "operator": "gt", "value": 10_000}],
+        [{"parameter": "JobID", "operator": "gt", "value": 20_000}],
+    ]
     assert all(s.body["sort"] == [{"parameter": "JobID", "direction": "asc"}] for s in sent)
 
 
@@ -59,12 +65,27 @@ def test_pages_of_the_configured_size(proxy: Path, diracx: FakeDiracX) -> None:
     adapter = make_adapter(proxy, search_page_size=100)
     states = ok(adapter.getJobsStatus(list(range(1, 251))))
     assert len(states) == 250
-    assert [s.params["page"] for s in searches(diracx)] == ["1", "2", "3"]
+    assert [s.body["search"][-1].get("value") for s in searches(diracx)] == [None, 100, 200]
 
 
 def test_single_page_answer_is_one_request(adapter: JobMonitoringAdapter, diracx: FakeDiracX) -> None:
     assert ok(adapter.getJobs({"Status": "Waiting"})) == [str(i) for i in range(1, 11)]
     assert len(searches(diracx)) == 1
+
+
+def test_a_job_removed_between_pages_skips_nothing(proxy: Path, diracx: FakeDiracX) -> None:
+    """With offsets, deleting job 3 after page 1 would shift job 11 onto page 1's slot: lost."""
+    diracx.jobs = {i: job_row(i) for i in range(1, 31)}
+    adapter = make_adapter(proxy, search_page_size=10)
+    original = diracx._search
+
+    def search_then_delete(request, body):  # type: ignore[no-untyped-def]
+        response = original(request, body)
+        diracx.jobs.pop(3, None)
+        return response
+
+    diracx._search = search_then_delete  # type: ignore[method-assign]
+    assert ok(adapter.getJobs()) == [str(i) for i in range(1, 31)]
 
 
 def test_exact_multiple_of_the_page_size_stops_at_the_total(proxy: Path, diracx: FakeDiracX) -> None:
@@ -288,3 +309,28 @@ def test_forbidden_search_is_an_s_error(adapter: JobMonitoringAdapter, diracx: F
     assert "getJobsStatus" in result["Message"]
     assert "JobAdministrator" in result["Message"]
     assert result["rpcStub"][1:] == ["getJobsStatus", [[1, 2]]]
+
+
+# --- DISET's refusals before the method runs --------------------------------------------------------
+
+
+def test_too_few_arguments_is_refused_as_the_handler_does(adapter: JobMonitoringAdapter, diracx: FakeDiracX) -> None:
+    result = adapter.getJobAttributes()
+    assert result["OK"] is False
+    assert result["Message"] == "Function getJobAttributes expects at least 1 arguments"
+    assert "rpcStub" in result
+    assert searches(diracx) == []
+
+
+def test_too_many_arguments_is_a_server_error_not_an_exception(adapter: JobMonitoringAdapter) -> None:
+    result = adapter.getJobsStates([1], "extra")
+    assert result["OK"] is False
+    assert result["Message"].startswith("Server error while serving getJobsStates: ")
+    assert "ExecInfo" not in result
+
+
+def test_iso_cut_date_with_offset_is_accepted_like_mysql(adapter: JobMonitoringAdapter, diracx: FakeDiracX) -> None:
+    ok(adapter.getJobs({}, "2025-01-02T03:04:05+00:00"))
+    assert searches(diracx)[0].body["search"] == [
+        {"parameter": "LastUpdateTime", "operator": "gt", "value": "2025-01-02 03:04:04"}
+    ]

@@ -451,8 +451,25 @@ def test_get_session_reuses_one_session_per_url_proxy_and_settings(
     changed = get_session(URL, proxy, bridge_settings(read_timeout=7.0))
     assert changed is not first
     assert changed.settings.read_timeout == 7.0
-    assert first.client.is_closed  # the old pool is released
+    # The old pool is retired, not closed: another thread may still be in a call on it.
+    assert not first.client.is_closed
+    assert first in session._retired
     assert get_session(URL, proxy, bridge_settings(read_timeout=7.0)) is changed
+
+
+def test_settings_that_do_not_concern_the_pool_apply_to_the_live_session(proxy: Path, diracx: FakeDiracX) -> None:
+    first = get_session(URL, proxy, bridge_settings())
+    tuned = get_session(URL, proxy, bridge_settings(search_page_size=50, read_retries=0))
+    assert tuned is first
+    assert first.settings.search_page_size == 50 and first.auth.settings.read_retries == 0
+
+
+def test_retired_sessions_are_closed_at_exit(proxy: Path, diracx: FakeDiracX) -> None:
+    first = get_session(URL, proxy, bridge_settings())
+    get_session(URL, proxy, bridge_settings(read_timeout=3.0))
+    session.close_all()
+    assert first.client.is_closed
+    assert session._retired == []
 
 
 def test_one_client_for_many_calls(proxy: Path, diracx: FakeDiracX) -> None:
