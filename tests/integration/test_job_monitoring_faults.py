@@ -96,7 +96,7 @@ def test_expired_access_token_is_refreshed_and_written_back(gs, proxy_copy, job_
 def test_access_token_refused_by_diracx_is_refreshed_once(gs, proxy_copy, job_id):
     """A token DiracX refuses (401) although unexpired: refresh, retry, succeed."""
     good = read_token(proxy_copy)
-    forged = jwt.encode({"sub": "x", "exp": int(time.time()) + 3600}, "not-the-server-key", algorithm="HS256")
+    forged = jwt.encode({"sub": "x", "exp": int(time.time()) + 3600}, "not-the-key-of-this-diracx-server-0123456789", algorithm="HS256")
     write_token(proxy_copy, DiracxToken(forged, good.refresh_token, int(time.time()) + 3600))
     result = call_with(gs, proxy_copy, "getJobsStates", [job_id])
     assert result["OK"], result
@@ -106,7 +106,7 @@ def test_access_token_refused_by_diracx_is_refreshed_once(gs, proxy_copy, job_id
 def test_refresh_token_refused(gs, proxy_copy, job_id):
     good = read_token(proxy_copy)
     claims = {"jti": "x", "exp": int(time.time()) + 3600, "legacy_exchange": True}
-    forged_refresh = jwt.encode(claims, "not-the-server-key", algorithm="HS256")
+    forged_refresh = jwt.encode(claims, "not-the-key-of-this-diracx-server-0123456789", algorithm="HS256")
     write_token(proxy_copy, DiracxToken(good.access_token, forged_refresh, int(time.time()) - 60))
     result = call_with(gs, proxy_copy, "getJobsStates", [job_id])
     assert not result["OK"]
@@ -117,7 +117,7 @@ def test_refresh_token_refused(gs, proxy_copy, job_id):
 
 def test_refresh_token_expired(gs, proxy_copy, job_id):
     good = read_token(proxy_copy)
-    expired_refresh = jwt.encode({"jti": "x", "exp": int(time.time()) - 10}, "k", algorithm="HS256")
+    expired_refresh = jwt.encode({"jti": "x", "exp": int(time.time()) - 10}, "k" * 32, algorithm="HS256")
     write_token(proxy_copy, DiracxToken(good.access_token, expired_refresh, int(time.time()) - 60))
     result = call_with(gs, proxy_copy, "getJobsStates", [job_id])
     assert not result["OK"] and result["Errno"] == errno.EKEYEXPIRED

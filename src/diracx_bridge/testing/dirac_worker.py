@@ -158,6 +158,7 @@ class DiracWorker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._out.close()
         self.log.close()
 
 
