@@ -96,7 +96,9 @@ def test_expired_access_token_is_refreshed_and_written_back(gs, proxy_copy, job_
 def test_access_token_refused_by_diracx_is_refreshed_once(gs, proxy_copy, job_id):
     """A token DiracX refuses (401) although unexpired: refresh, retry, succeed."""
     good = read_token(proxy_copy)
-    forged = jwt.encode({"sub": "x", "exp": int(time.time()) + 3600}, "not-the-key-of-this-diracx-server-0123456789", algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "x", "exp": int(time.time()) + 3600}, "not-the-key-of-this-diracx-server-0123456789", algorithm="HS256"
+    )
     write_token(proxy_copy, DiracxToken(forged, good.refresh_token, int(time.time()) + 3600))
     result = call_with(gs, proxy_copy, "getJobsStates", [job_id])
     assert result["OK"], result
