@@ -350,7 +350,7 @@ class Grid:
     ) -> subprocess.CompletedProcess[str]:
         """Run a real DIRAC command (``dirac-wms-job-status ...``) as ``user`` with its ``group`` proxy."""
         full_env = self.client_environment(user, group) | dict(env or {})
-        cmd = [_venv_bin(argv[0]), *argv[1:]] if argv[0].startswith("dirac") else list(argv)
+        cmd = [_venv_bin(argv[0]), *argv[1:]] if argv[0].startswith(("dirac", "diracx-bridge")) else list(argv)
         res = subprocess.run(
             cmd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd or self.workdir
         )

@@ -1,0 +1,100 @@
+"""``diracx-bridge status``: what the bridge will do here, and why.
+
+An administrator switching a service on, or a user wondering why a call went where it went,
+needs to see the decision the routing takes for them: whether the bridge is active in DIRAC
+processes, the ``/DiracX`` settings it reads, and for each service the route the current proxy
+gets, with its reason. ``--check`` also asks DiracX whether it is up.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from diracx_bridge import routing
+from diracx_bridge import settings as cs
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("status", help="show the bridge's settings and the route of each service")
+    parser.add_argument("--proxy", help="decide for this proxy file (default: DIRAC's default proxy location)")
+    parser.add_argument("--check", action="store_true", help="also check that DiracX answers")
+    parser.set_defaults(func=run)
+
+
+def _services(read: cs.OptionReader) -> list[str]:
+    """The bridge's adapted services, plus every service with a switch set in the CS."""
+    from DIRAC import gConfig
+
+    names = set(routing.ADAPTERS)
+    for option in ("FutureClientEnabled", "LegacyClientEnabled"):
+        base = f"/DiracX/{option}"
+        systems = gConfig.getSections(base)
+        for system in systems.get("Value", []) if systems["OK"] else []:
+            options = gConfig.getOptions(f"{base}/{system}")
+            names.update(f"{system}/{svc}" for svc in (options["Value"] if options["OK"] else []))
+    return sorted(names)
+
+
+def run(args: argparse.Namespace) -> int:
+    import DIRAC
+
+    DIRAC.initialize(require_auth=False)
+    from diracx_bridge import activation
+    from diracx_bridge.identity import resolve_caller
+
+    read = cs.dirac_reader()
+    bridge = cs.bridge_settings(read)
+    state = activation.status()
+    print("diracx-bridge")
+    print(f"  active in DIRAC processes : {'no (DIRACX_BRIDGE_DISABLE is set)' if state['disabled'] else 'yes'}")
+    if state["error"]:
+        print(f"  activation problem        : {state['error']}")
+    print(f"  /DiracX/URL               : {bridge.url or '(not set)'}")
+    print(f"  /DiracX/DisabledVOs       : {', '.join(sorted(bridge.disabled_vos)) or '(none)'}")
+    print(f"  timeouts (connect/read)   : {bridge.connect_timeout:g} s / {bridge.read_timeout:g} s")
+    print(f"  retries / search page     : {bridge.read_retries} / {bridge.search_page_size} rows")
+
+    kwargs = {"proxyLocation": args.proxy} if args.proxy else {}
+    caller = resolve_caller(kwargs)
+    print(f"\ncaller: {caller.describe()}" + (f", VO {caller.vo}" if caller.vo else ""))
+    if caller.problem:
+        print(f"  ({caller.problem})")
+
+    print("\nservice routes:")
+    for name in _services(read):
+        route = routing.decide(name, kwargs, read=read, caller=caller)
+        svc = cs.service_settings(name, read)
+        where = "DiracX" if route.use_diracx else "legacy"
+        adapter = "adapter" if name in routing.ADAPTERS else "no adapter"
+        extras = [adapter]
+        if svc.legacy_fallback:
+            extras.append("LegacyFallback")
+        if svc.vos is not None:
+            extras.append(f"VOs: {', '.join(sorted(svc.vos)) or 'none'}")
+        print(f"  {name:<40} -> {where:<6}  ({route.reason}; {'; '.join(extras)})")
+
+    if args.check:
+        return _check(bridge)
+    return 0
+
+
+def _check(bridge: cs.BridgeSettings) -> int:
+    import httpx
+
+    if not bridge.url:
+        print("\nDiracX check: /DiracX/URL is not set")
+        return 1
+    try:
+        response = httpx.get(f"{bridge.url}/api/health/ready", timeout=bridge.connect_timeout, verify=_verify(bridge))
+    except httpx.HTTPError as exc:
+        print(f"\nDiracX check: {bridge.url} unreachable ({type(exc).__name__}: {exc})")
+        return 1
+    print(f"\nDiracX check: {bridge.url} answered {response.status_code} {response.text.strip()[:80]}")
+    return 0 if response.status_code == 200 else 1
+
+
+def _verify(bridge: cs.BridgeSettings) -> Any:
+    from diracx_bridge.session import _ssl_context
+
+    return _ssl_context() if (bridge.url or "").startswith("https") else True

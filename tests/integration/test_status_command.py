@@ -1,0 +1,54 @@
+"""``diracx-bridge status`` tells an admin which route each service takes for a given proxy, and why."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SWITCHED_ON = """DiracX
+{
+  FutureClientEnabled
+  {
+    WorkloadManagement
+    {
+      JobMonitoring = yes
+      JobManager = yes
+    }
+  }
+}
+"""
+
+
+@pytest.fixture
+def switched_on(tmp_path) -> dict[str, str]:
+    """A per-process CS overlay (DIRAC's DIRACSYSCONFIG): the grid's shared dirac.cfg stays as is."""
+    extra = tmp_path / "switches.cfg"
+    extra.write_text(SWITCHED_ON)
+    return {"DIRACSYSCONFIG": str(extra)}
+
+
+def test_status_for_a_diracx_vo(gs, grid, switched_on):
+    gs.proxy()
+    out = grid.run(["diracx-bridge", "status", "--check"], env=switched_on).stdout
+    assert f"/DiracX/URL               : {grid.diracx.url}" in out
+    assert "/DiracX/DisabledVOs       : legacyvo" in out
+    assert "VO civo" in out
+    assert "WorkloadManagement/JobMonitoring         -> DiracX" in out
+    assert "WorkloadManagement/JobManager            -> DiracX  (/DiracX/FutureClientEnabled" in out
+    assert "no adapter" in out
+    assert "answered 200" in out
+
+
+def test_status_for_a_disabled_vo(gs, grid, switched_on):
+    gs.proxy("legacyuser", "legacyvo_user")
+    out = grid.run(["diracx-bridge", "status"], user="legacyuser", group="legacyvo_user", env=switched_on).stdout
+    assert "WorkloadManagement/JobMonitoring         -> legacy  (VO legacyvo is in /DiracX/DisabledVOs" in out
+
+
+def test_status_check_reports_an_unreachable_diracx(gs, grid, tmp_path):
+    down = tmp_path / "down.cfg"
+    down.write_text("DiracX\n{\n  URL = http://127.0.0.1:9\n}\n")
+    res = grid.run(["diracx-bridge", "status", "--check"], env={"DIRACSYSCONFIG": str(down)}, check=False)
+    assert res.returncode == 1
+    assert "http://127.0.0.1:9 unreachable" in res.stdout
