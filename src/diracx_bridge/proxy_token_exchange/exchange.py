@@ -1,0 +1,526 @@
+"""ProxyManager's proxy-to-token exchange: cached per identity, and every refusal made precise.
+
+DIRAC 9.1.22's ``ProxyManagerHandler.export_exchangeProxyForToken`` calls
+``DIRAC.FrameworkSystem.Utilities.diracx.get_token`` for every request: one
+``GET {/DiracX/URL}/api/auth/legacy-exchange`` with the legacy-exchange API key, hence one new
+refresh-token row in DiracX's AuthDB per ``dirac-proxy-init`` (and per proxy written by an agent).
+Any refusal reaches the user as ``RuntimeError('Error getting token from DiracX: 400 {"detail":
+"Invalid scope or preferred_username"}')``, which says neither what is wrong nor who can fix it.
+
+:func:`get_token` replaces that name in the handler's module (see :mod:`.hooks`), with the
+same signature, and:
+
+* **caches** the answer per identity (user, group, properties, DiracX URL) for
+  ``/DiracX/Bridge/ExchangeCacheSeconds`` (300 s by default), bounded in size
+  (``/DiracX/Bridge/ExchangeCacheSize``, 1024), never for more than half of the access token's
+  life (so a cached token always leaves the client at least half of it), and only for a request
+  whose refresh-token lifetime it matches: the refresh token lives as long as the presented proxy
+  (``expires_minutes``), so a token minted for a 24-hour proxy is never handed to a 10-minute
+  proxy of the same user (it would outlive that proxy by a day), nor one minted for a 10-minute
+  proxy to a 24-hour one (the session would end long before the proxy). Concurrent requests for
+  one identity make one exchange; refusals are not cached;
+* turns every refusal into an error that names the cause and who fixes it (unknown user,
+  unknown group or VO, bad API key, missing property, exchange disabled, DiracX unreachable),
+  diagnosed against the DIRAC CS the ProxyManager reads (DiracX answers every registry problem
+  with the same 400);
+* never logs, and never puts in a message, the API key or a token.
+
+The pure parts (:class:`TokenCache`, :func:`refusal`) take no DIRAC import and are unit-tested
+with a fake clock; :class:`Exchanger` is what the service process runs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from diracx_bridge import errors
+from diracx_bridge.settings import SECTION, OptionReader, dirac_reader, parse_float
+
+DEFAULT_CACHE_SECONDS = 300.0
+DEFAULT_CACHE_SIZE = 1024
+#: DIRAC asks for ``secondsLeft // 60 + 1`` minutes, and DiracX counts from its own clock: two
+#: requests with the same proxy may differ by this much in the refresh-token expiry they ask for.
+LIFETIME_SLACK = 120.0
+#: DIRAC 9.1.22 gives the legacy exchange 10 s.
+DEFAULT_TIMEOUT = 10.0
+_STRIPES = 64
+
+# DErrno codes (DIRACCommon.Core.Utilities.DErrno), spelt out so this module imports no DIRAC.
+_ECONF = 1003
+_ENOAUTH = 1111
+
+
+class ExchangeRefused(errors.BridgeError):
+    """DiracX will not mint a token for this identity (unknown user, group, VO or property)."""
+
+    code = _ENOAUTH
+
+
+class ExchangeMisconfigured(errors.BridgeError):
+    """The ProxyManager or DiracX is not set up for the legacy exchange (URL, key, route disabled)."""
+
+    code = _ECONF
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExchangeSettings:
+    """What the exchange reads from the ProxyManager's CS, on every request (a CS change applies at once)."""
+
+    url: str | None
+    api_key: str | None = field(repr=False)
+    cache_seconds: float = DEFAULT_CACHE_SECONDS
+    cache_size: int = DEFAULT_CACHE_SIZE
+    connect_timeout: float = 5.0
+    timeout: float = DEFAULT_TIMEOUT
+
+
+def exchange_settings(read: OptionReader | None = None) -> ExchangeSettings:
+    read = read or dirac_reader()
+    return ExchangeSettings(
+        url=(read(f"{SECTION}/URL") or "").strip().rstrip("/") or None,
+        api_key=(read(f"{SECTION}/LegacyExchangeApiKey") or "").strip() or None,
+        cache_seconds=max(0.0, parse_float(read(f"{SECTION}/Bridge/ExchangeCacheSeconds"), DEFAULT_CACHE_SECONDS)),
+        cache_size=max(0, int(parse_float(read(f"{SECTION}/Bridge/ExchangeCacheSize"), DEFAULT_CACHE_SIZE))),
+        connect_timeout=parse_float(read(f"{SECTION}/Bridge/ConnectTimeout"), 5.0),
+        timeout=parse_float(read(f"{SECTION}/Bridge/ExchangeTimeout"), DEFAULT_TIMEOUT),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The cache
+# --------------------------------------------------------------------------------------------
+
+#: (DiracX URL, username, group, properties, "DiracX's default refresh lifetime")
+CacheKey = tuple[str, str, str, frozenset[str], bool]
+
+
+@dataclass(frozen=True, repr=False)
+class _Entry:
+    response: Mapping[str, Any]
+    minted: float
+    access_expires: float
+    refresh_expires: float | None
+    reuse_until: float
+
+    def __repr__(self) -> str:  # never the tokens
+        return f"_Entry(minted={self.minted:.0f}, reuse_until={self.reuse_until:.0f})"
+
+
+class TokenCache:
+    """Token responses by identity: bounded in size and age, matched on the refresh-token lifetime."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def lookup(
+        self, key: CacheKey, wanted_refresh_expiry: float | None, ttl: float, now: float
+    ) -> dict[str, Any] | None:
+        """A copy of the cached response, its ``expires_in`` counted from ``now``; None on a miss."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if now >= entry.reuse_until or now >= entry.minted + ttl or now < entry.minted:
+                del self._entries[key]
+                return None
+            if not _lifetime_matches(entry.refresh_expires, wanted_refresh_expiry, ttl):
+                return None  # kept: the next request of the first proxy still matches it
+            self._entries.move_to_end(key)
+        response = dict(entry.response)
+        response["expires_in"] = int(entry.access_expires - now)
+        return response
+
+    def store(
+        self,
+        key: CacheKey,
+        response: Mapping[str, Any],
+        *,
+        minted: float,
+        refresh_expires: float | None,
+        ttl: float,
+        size: int,
+    ) -> None:
+        if ttl <= 0 or size <= 0:
+            return
+        expires_in = float(response["expires_in"])
+        entry = _Entry(
+            response=dict(response),
+            minted=minted,
+            access_expires=minted + expires_in,
+            refresh_expires=refresh_expires,
+            # Never hand out a token with less than half of its life left.
+            reuse_until=minted + min(ttl, expires_in / 2),
+        )
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            for stale in [k for k, e in self._entries.items() if e.reuse_until <= minted]:
+                del self._entries[stale]
+            while len(self._entries) > size:
+                self._entries.popitem(last=False)
+
+
+def _lifetime_matches(cached: float | None, wanted: float | None, ttl: float) -> bool:
+    """Whether a refresh token expiring at ``cached`` may serve a request for one expiring at ``wanted``.
+
+    Never later than asked (beyond rounding): the refresh token must not outlive the proxy.
+    Not much earlier either: at most the cache's age, i.e. what a fresh exchange made at the
+    time the entry was minted would have given.
+    """
+    if wanted is None or cached is None:
+        return wanted is None and cached is None
+    return wanted - ttl - LIFETIME_SLACK <= cached <= wanted + LIFETIME_SLACK
+
+
+def refresh_token_expiry(response: Mapping[str, Any]) -> float | None:
+    """The ``exp`` of the response's refresh token (read, not verified: DiracX signed it)."""
+    import jwt
+
+    token = response.get("refresh_token")
+    if not isinstance(token, str):
+        return None
+    try:
+        return float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Refusals
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryView:
+    """What the DIRAC CS says about the identity DiracX refused (DiracX's 400 does not say)."""
+
+    vo: str | None
+    #: ``/DiracX/CsSync/VOs/<vo>`` exists: cs-sync gives DiracX this VO.
+    vo_synced: bool
+    #: ``/DiracX/CsSync/VOs/<vo>/UserSubjects/<user>`` is set: cs-sync gives DiracX this user.
+    has_subject: bool
+
+
+def refusal(status: int, detail: str, *, user: str, group: str, url: str, view: RegistryView) -> errors.BridgeError:
+    """The error for a non-2xx answer of DiracX's legacy exchange, naming the cause and the fix."""
+    vo = view.vo or "?"
+    detail = errors.redact(detail)[:300]
+    if status == 400:
+        return _registry_refusal(detail, user=user, group=group, view=view)
+    if status == 401:
+        return ExchangeMisconfigured(
+            f"DiracX at {url} refused the ProxyManager's legacy-exchange API key ({detail}): the DIRAC administrators "
+            "must make /DiracX/LegacyExchangeApiKey of the ProxyManager match DiracX's "
+            "DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY"
+        )
+    if status == 403:
+        return ExchangeRefused(
+            f"DiracX refused a token to {user} for group {group} ({detail}): DiracX's registry disagrees with the "
+            "DIRAC CS about this user's groups or properties; ask the DIRAC administrators to run cs-sync"
+        )
+    if status == 503:
+        return ExchangeMisconfigured(
+            f"DiracX at {url} has the legacy exchange switched off ({detail}): the DiracX administrators must set "
+            f"DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY (or the DIRAC administrators list {vo} in /DiracX/DisabledVOs)"
+        )
+    if status >= 500:
+        return errors.DiracXServerError(
+            f"DiracX at {url} failed the legacy exchange for {user} (HTTP {status}: {detail}); "
+            "see the DiracX server logs"
+        )
+    return ExchangeRefused(f"DiracX at {url} refused the legacy exchange for {user} (HTTP {status}: {detail})")
+
+
+def _registry_refusal(detail: str, *, user: str, group: str, view: RegistryView) -> errors.BridgeError:
+    """DiracX's 400: it does not know the user, the group or the VO; the DIRAC CS tells which."""
+    vo = view.vo
+    if not vo:
+        return ExchangeRefused(
+            f"group {group} belongs to no VO in the DIRAC Registry, so DiracX cannot mint a token for it: "
+            f"ask the DIRAC administrators to set /Registry/Groups/{group}/VO"
+        )
+    if not view.vo_synced:
+        return ExchangeRefused(
+            f"VO {vo} is not in /DiracX/CsSync/VOs, so DiracX does not know it: ask the DIRAC administrators "
+            f"to add it there and run cs-sync (or to list {vo} in /DiracX/DisabledVOs until it moves to DiracX)"
+        )
+    if not view.has_subject:
+        return ExchangeRefused(
+            f"user {user} has no subject in /DiracX/CsSync/VOs/{vo}/UserSubjects: ask your VO admin to add "
+            f"{user}'s identity-provider subject there (DiracX learns its users from it through cs-sync)"
+        )
+    return ExchangeRefused(
+        f"DiracX does not know user {user} in group {group} of VO {vo} (it answered: {detail}), although the "
+        "DIRAC CS has them: DiracX's registry lags behind; ask the DIRAC administrators to run cs-sync"
+    )
+
+
+def unreachable(url: str, exc: BaseException | str) -> errors.DiracXUnreachable:
+    reason = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc or 'no answer'}"
+    return errors.DiracXUnreachable(f"DiracX at {url} is unreachable from the ProxyManager ({errors.redact(reason)})")
+
+
+def registry_view(user: str, group: str) -> RegistryView:
+    """Look the identity up in the DIRAC CS of this process."""
+    from DIRAC import gConfig
+    from DIRAC.ConfigurationSystem.Client.Helpers import Registry
+
+    vo = Registry.getVOForGroup(group) or None
+    if not vo:
+        return RegistryView(None, False, False)
+    sections = gConfig.getSections(f"{SECTION}/CsSync/VOs")
+    synced = bool(sections["OK"] and vo in sections["Value"])
+    subject = gConfig.getValue(f"{SECTION}/CsSync/VOs/{vo}/UserSubjects/{user}", "")
+    return RegistryView(vo, synced, bool(subject))
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
+    except ValueError:
+        detail = response.text
+    return str(detail)
+
+
+# --------------------------------------------------------------------------------------------
+# The exchange
+# --------------------------------------------------------------------------------------------
+
+
+class Exchanger:
+    """The legacy exchange as the ProxyManager runs it: cached, pooled, precise on failure.
+
+    ``clock``, ``read`` (a CS option reader), ``view`` (the registry lookup) and ``transport``
+    (an httpx transport) are there for the unit tests; the service uses the defaults.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        read: OptionReader | None = None,
+        view: Callable[[str, str], RegistryView] = registry_view,
+        vo_of: Callable[[str], str | None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.cache = TokenCache()
+        self._clock = clock
+        self._read = read
+        self._view = view
+        self._vo_of = vo_of
+        self._transport = transport
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        self._http_lock = threading.Lock()
+        self._http: tuple[int, str, ExchangeSettings, httpx.Client] | None = None
+        #: How many legacy exchanges DiracX was asked for (the cache's effect, for status/tests).
+        self.exchanges = 0
+
+    def get_token(
+        self,
+        username: str,
+        group: str,
+        dirac_properties: Iterable[str],
+        *,
+        expires_minutes: int | None = None,
+        source: str = "",
+    ) -> dict[str, Any]:
+        """DIRAC's ``get_token``: the DiracX ``TokenResponse`` dict, or a :class:`BridgeError`."""
+        settings = exchange_settings(self._read)
+        if not settings.url:
+            raise ExchangeMisconfigured(
+                "the ProxyManager's configuration has no /DiracX/URL, so it cannot exchange proxies for DiracX "
+                "tokens: the DIRAC administrators must set it (or list the VO in /DiracX/DisabledVOs)"
+            )
+        if not settings.api_key:
+            raise ExchangeMisconfigured(
+                "the ProxyManager's configuration has no /DiracX/LegacyExchangeApiKey: the DIRAC administrators "
+                "must set it on the ProxyManager's host (dirac-configure --LegacyExchangeApiKey=...)"
+            )
+        properties = frozenset(dirac_properties)
+        key: CacheKey = (settings.url, username, group, properties, expires_minutes is None)
+        with self._stripes[hash(key) % _STRIPES]:
+            now = self._clock()
+            wanted = None if expires_minutes is None else now + 60.0 * expires_minutes
+            cached = self.cache.lookup(key, wanted, settings.cache_seconds, now)
+            if cached is not None:
+                _log("verbose", f"DiracX token for {username} ({group}) served from the exchange cache")
+                return cached
+            response = self._exchange(
+                settings,
+                username=username,
+                group=group,
+                properties=properties,
+                expires_minutes=expires_minutes,
+                source=source,
+            )
+            minted = now
+            self.cache.store(
+                key,
+                response,
+                minted=minted,
+                refresh_expires=refresh_token_expiry(response) if expires_minutes is not None else None,
+                ttl=settings.cache_seconds,
+                size=settings.cache_size,
+            )
+            return dict(response)
+
+    def _exchange(
+        self,
+        settings: ExchangeSettings,
+        *,
+        username: str,
+        group: str,
+        properties: frozenset[str],
+        expires_minutes: int | None,
+        source: str,
+    ) -> dict[str, Any]:
+        assert settings.url is not None and settings.api_key is not None
+        vo = self._vo(group)
+        scope = " ".join([f"vo:{vo}", f"group:{group}", *(f"property:{p}" for p in sorted(properties))])
+        params: dict[str, Any] = {"preferred_username": username, "scope": scope, "source": source}
+        if expires_minutes is not None:
+            params["expires_minutes"] = expires_minutes
+        client = self._client(settings)
+        self.exchanges += 1
+        try:
+            r = client.get(
+                f"{settings.url}/api/auth/legacy-exchange",
+                params=params,
+                headers={"Authorization": f"Bearer {settings.api_key}"},
+            )
+        except httpx.TransportError as exc:
+            raise unreachable(settings.url, exc) from None
+        if r.status_code != 200:
+            raise refusal(
+                r.status_code,
+                _detail(r),
+                user=username,
+                group=group,
+                url=settings.url,
+                view=self._view(username, group),
+            )
+        try:
+            body = r.json()
+            if not isinstance(body, dict) or not body.get("access_token") or body.get("expires_in") is None:
+                raise ValueError("not a token response")
+            float(body["expires_in"])
+        except (ValueError, TypeError):
+            raise errors.DiracXServerError(
+                f"DiracX at {settings.url} answered the legacy exchange for {username} with something that is not a "
+                "token response; see the DiracX server logs"
+            ) from None
+        lifetime = "" if expires_minutes is None else f", refresh token for {expires_minutes} min"
+        _log("info", f"DiracX token minted for {username} ({group}{lifetime}) by the legacy exchange")
+        return body
+
+    def _vo(self, group: str) -> str:
+        if self._vo_of is not None:
+            return self._vo_of(group) or ""
+        from DIRAC.ConfigurationSystem.Client.Helpers import Registry
+
+        return Registry.getVOForGroup(group) or ""
+
+    def _client(self, settings: ExchangeSettings) -> httpx.Client:
+        """One pooled client per (process, URL, timeouts): no new connection per exchange."""
+        assert settings.url is not None
+        with self._http_lock:
+            current = self._http
+            if current is not None and (current[0], current[1]) == (os.getpid(), settings.url):
+                same = (current[2].timeout, current[2].connect_timeout) == (settings.timeout, settings.connect_timeout)
+                if same:
+                    return current[3]
+            if current is not None and current[0] == os.getpid():
+                current[3].close()
+            kwargs: dict[str, Any] = {
+                "timeout": httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
+                "headers": {"User-Agent": "diracx-bridge (ProxyManager)"},
+            }
+            if self._transport is not None:
+                kwargs["transport"] = self._transport
+            elif settings.url.startswith("https"):
+                from diracx_bridge.session import _ssl_context
+
+                kwargs["verify"] = _ssl_context()
+            client = httpx.Client(**kwargs)
+            self._http = (os.getpid(), settings.url, settings, client)
+            return client
+
+
+def _log(level: str, message: str) -> None:
+    try:
+        from diracx_bridge.log import logger
+
+        getattr(logger(), level)(message)
+    except Exception:  # noqa: BLE001, S110 - logging must never break the exchange
+        pass
+
+
+#: The exchanger of this (ProxyManager) process.
+EXCHANGER = Exchanger()
+
+
+def get_token(
+    username: str,
+    group: str,
+    dirac_properties: Iterable[str],
+    *,
+    expires_minutes: int | None = None,
+    source: str = "",
+) -> dict[str, Any]:
+    """Drop-in for ``DIRAC.FrameworkSystem.Utilities.diracx.get_token`` in the ProxyManager handler."""
+    return EXCHANGER.get_token(username, group, dirac_properties, expires_minutes=expires_minutes, source=source)
+
+
+def make_get_token(original: Any) -> Callable[..., dict[str, Any]]:
+    """The hook factory (:mod:`.hooks`): DIRAC's function is kept only to be put back."""
+
+    def bridged_get_token(
+        username: str,
+        group: str,
+        dirac_properties: Iterable[str],
+        *,
+        expires_minutes: int | None = None,
+        source: str = "",
+    ) -> dict[str, Any]:
+        return get_token(username, group, dirac_properties, expires_minutes=expires_minutes, source=source)
+
+    bridged_get_token.__doc__ = get_token.__doc__
+    return bridged_get_token
+
+
+__all__ = [
+    "EXCHANGER",
+    "ExchangeMisconfigured",
+    "ExchangeRefused",
+    "ExchangeSettings",
+    "Exchanger",
+    "RegistryView",
+    "TokenCache",
+    "exchange_settings",
+    "get_token",
+    "refusal",
+    "registry_view",
+    "unreachable",
+]
