@@ -77,7 +77,14 @@ def activate() -> bool:
 
 
 def status() -> dict[str, Any]:
-    return {"active": _state["active"], "error": _state["error"], "disabled": disabled_by_environment()}
+    from diracx_bridge.proxy_token_exchange import hooks
+
+    return {
+        "active": _state["active"],
+        "error": _state["error"],
+        "disabled": disabled_by_environment(),
+        "hooks": hooks.status(),
+    }
 
 
 def _install_selector() -> None:
@@ -104,4 +111,7 @@ def deactivate() -> None:
         if original is not None:
             selector_module.RPCClientSelector = original
             client_module.RPCClientSelector = original
+        from diracx_bridge.proxy_token_exchange import hooks
+
+        hooks.uninstall()
         _state["active"] = False

@@ -43,13 +43,22 @@ def run(args: argparse.Namespace) -> int:
     from diracx_bridge import activation
     from diracx_bridge.identity import resolve_caller
 
+    # What every DIRAC process does at its first extension lookup (idempotent): the report then
+    # shows the same hooks and routing a DIRAC command would get in this environment.
+    activation.activate()
     read = cs.dirac_reader()
     bridge = cs.bridge_settings(read)
     state = activation.status()
     print("diracx-bridge")
-    print(f"  active in DIRAC processes : {'no (DIRACX_BRIDGE_DISABLE is set)' if state['disabled'] else 'yes'}")
+    active = "no (DIRACX_BRIDGE_DISABLE is set)" if state["disabled"] else "yes" if state["active"] else "no"
+    print(f"  active in DIRAC processes : {active}")
     if state["error"]:
         print(f"  activation problem        : {state['error']}")
+    print("  proxy/token hooks         :")
+    for label, hook_state in sorted(state["hooks"].items()):
+        module, _, name = label.rpartition(".")
+        note = "replaced when DIRAC loads the module" if hook_state == "pending" else hook_state
+        print(f"    {module}.{name}: {note}")
     print(f"  /DiracX/URL               : {bridge.url or '(not set)'}")
     print(f"  /DiracX/DisabledVOs       : {', '.join(sorted(bridge.disabled_vos)) or '(none)'}")
     print(f"  timeouts (connect/read)   : {bridge.connect_timeout:g} s / {bridge.read_timeout:g} s")
