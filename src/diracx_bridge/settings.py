@@ -31,8 +31,12 @@ The CS layout, all under ``/DiracX`` (the section DIRAC 9.1 already uses)::
     }
 
 ``/DiracX/LegacyClientEnabled/<System>/<Service>``, the option's earlier name, is still read,
-with a deprecation warning. Values are read on every decision (a CS refresh applies at once);
-reading a few options from DIRAC's in-memory configuration costs microseconds.
+with a deprecation warning.
+
+Settings are read from DIRAC's in-memory configuration and cached per version of it: DIRAC
+rebuilds ``gConfigurationData.mergedCFG`` on every change (a CS refresh, ``-o`` options,
+``setOptionValue``), so the cache is keyed on that object and a change applies at once, while
+the ten option reads a routing decision needs are not repeated on every call.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 #: The spellings DIRAC 9.1 accepts as true for /DiracX/FutureClientEnabled/* (PathFinder).
 TRUE_VALUES = frozenset({"y", "yes", "true", "1"})
@@ -89,6 +94,24 @@ def dirac_reader() -> OptionReader:
     return gConfigurationData.extractOptionFromCFG
 
 
+_cache: dict[str, tuple[object, object]] = {}
+
+
+def _cached(key: str, build: Callable[[OptionReader], Any]) -> Any:
+    """``build(dirac_reader())``, cached until DIRAC's configuration changes (see module doc)."""
+    from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+
+    version = gConfigurationData.mergedCFG
+    hit = _cache.get(key)
+    if hit is not None and hit[0] is version:
+        return hit[1]
+    value = build(gConfigurationData.extractOptionFromCFG)
+    if len(_cache) > 256:
+        _cache.clear()
+    _cache[key] = (version, value)
+    return value
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """The switches of one ``<System>/<Service>``."""
@@ -119,7 +142,8 @@ class BridgeSettings:
 
 def service_settings(full_name: str, read: OptionReader | None = None) -> ServiceSettings:
     """The switches of ``full_name`` (``"WorkloadManagement/JobMonitoring"``)."""
-    read = read or dirac_reader()
+    if read is None:
+        return _cached(f"service:{full_name}", lambda reader: service_settings(full_name, reader))
     system, _, service = full_name.partition("/")
     enabled_by = None
     for option in ("FutureClientEnabled", "LegacyClientEnabled"):
@@ -143,7 +167,8 @@ def service_settings(full_name: str, read: OptionReader | None = None) -> Servic
 
 
 def bridge_settings(read: OptionReader | None = None) -> BridgeSettings:
-    read = read or dirac_reader()
+    if read is None:
+        return _cached("bridge", bridge_settings)
     return BridgeSettings(
         url=(read(f"{SECTION}/URL") or "").rstrip("/") or None,
         disabled_vos=frozenset(parse_list(read(f"{SECTION}/DisabledVOs"))),

@@ -19,6 +19,8 @@ DATETIME_COLUMNS = frozenset(
 )
 #: Jobs columns that are ENUM('True','False'[,'Failed']) in DIRAC and booleans in DiracX.
 FLAG_COLUMNS = frozenset({"VerifiedFlag", "AccountedFlag"})
+#: The columns whose DiracX value differs in type from the legacy one; the others pass as they are.
+CONVERTED_COLUMNS = DATETIME_COLUMNS | FLAG_COLUMNS
 
 
 def check_types(method: str, args: Sequence[Any], types: Mapping[str, list[Any]]) -> None:

@@ -28,7 +28,7 @@ from DIRACCommon.Core.Utilities import DErrno
 
 from diracx_bridge import errors
 from diracx_bridge.adapters.base import Adapter, adapted
-from diracx_bridge.adapters.convert import from_diracx_value, job_ids_of, naive_utc
+from diracx_bridge.adapters.convert import CONVERTED_COLUMNS, from_diracx_value, job_ids_of, naive_utc
 
 #: The columns of DIRAC's ``Jobs`` table (DIRAC's JobDB.sql), which DiracX's search returns too.
 JOB_ATTRIBUTES = (
@@ -125,7 +125,7 @@ class JobMonitoringAdapter(Adapter):
         found: dict[int, dict[str, Any]] = {}
         for start in range(0, len(job_ids), ID_CHUNK):
             chunk = list(job_ids[start : start + ID_CHUNK])
-            # A one-value "in" filter is refused by DiracX 0.7.0 (422): use "eq" for one job.
+            # "eq" for one job: a simpler query (DIRAC 9.1's FutureClient sent a bare ID as "values": 422).
             spec = (
                 {"parameter": "JobID", "operator": "eq", "value": chunk[0]}
                 if len(chunk) == 1
@@ -150,15 +150,19 @@ class JobMonitoringAdapter(Adapter):
             requested = sorted(JOB_ATTRIBUTES)
         canonical = [_CANONICAL[name.lower()] for name in requested]
         rows = self._rows_by_id(job_ids, sorted(set(canonical)), action)
+        # (caller's name, column, needs a conversion?) once per call, not once per value.
+        plan: dict[str, tuple[str, bool]] = {}
+        for name, column in zip(requested, canonical, strict=True):
+            plan.setdefault(name, (column, column in CONVERTED_COLUMNS))
         result: dict[int, dict[str, Any]] = {}
         for job_id in job_ids:
             row = rows.get(job_id)
             if row is None:
                 continue  # unknown jobs are left out, as the legacy service does
-            attrs: dict[str, Any] = {}
-            for name, column in zip(requested, canonical, strict=True):
-                attrs.setdefault(name, from_diracx_value(column, row.get(column)))
-            result[job_id] = attrs
+            result[job_id] = {
+                name: from_diracx_value(column, row.get(column)) if convert else row.get(column)
+                for name, (column, convert) in plan.items()
+            }
         return result
 
     # --- the legacy methods ----------------------------------------------------------------------

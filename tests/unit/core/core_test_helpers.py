@@ -262,7 +262,7 @@ class FakeDiracX:
         assert body["sort"] == [{"parameter": "JobID", "direction": "asc"}]
         for spec in body["search"]:
             if spec["operator"] == "in":
-                assert len(spec["values"]) > 1, "DiracX 0.7.0 answers 422 to a one-value 'in' filter"
+                assert isinstance(spec["values"], list), "DiracX 0.7.0 answers 422 to 'values' that is not a list"
         specs = [{**s, "values": set(s["values"])} if s["operator"] == "in" else s for s in body["search"]]
         matching = [row for _, row in sorted(self.jobs.items()) if all(self._matches(row, s) for s in specs)]
         total = len(matching)

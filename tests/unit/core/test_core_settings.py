@@ -239,3 +239,20 @@ def test_default_reader_is_dirac_in_memory_configuration(monkeypatch: pytest.Mon
     monkeypatch.setattr(gConfigurationData, "extractOptionFromCFG", options.get)
     assert settings.service_settings(JM).enabled is True
     assert settings.bridge_settings().url == "https://u"
+
+
+def test_live_settings_are_cached_until_dirac_configuration_changes() -> None:
+    from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+
+    from diracx_bridge import settings as cs
+
+    path = "/DiracX/FutureClientEnabled/CacheTest/Service"
+    first = cs.service_settings("CacheTest/Service")
+    assert first.enabled is False
+    assert cs.service_settings("CacheTest/Service") is first  # no change: no new read
+    gConfigurationData.setOptionInCFG(path, "yes")
+    try:
+        assert cs.service_settings("CacheTest/Service").enabled is True  # applies at once
+    finally:
+        gConfigurationData.deleteOptionInCFG(path)
+    assert cs.service_settings("CacheTest/Service").enabled is False
