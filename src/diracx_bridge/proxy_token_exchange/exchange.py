@@ -31,6 +31,7 @@ with a fake clock; :class:`Exchanger` is what the service process runs.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -496,17 +497,11 @@ def get_token(
 def make_get_token(original: Any) -> Callable[..., dict[str, Any]]:
     """The hook factory (:mod:`.hooks`): DIRAC's function is kept only to be put back."""
 
-    def bridged_get_token(
-        username: str,
-        group: str,
-        dirac_properties: Iterable[str],
-        *,
-        expires_minutes: int | None = None,
-        source: str = "",
-    ) -> dict[str, Any]:
-        return get_token(username, group, dirac_properties, expires_minutes=expires_minutes, source=source)
+    @functools.wraps(get_token)
+    def bridged_get_token(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        # A function of its own: the hook marks its replacement with DIRAC's original.
+        return get_token(*args, **kwargs)
 
-    bridged_get_token.__doc__ = get_token.__doc__
     return bridged_get_token
 
 

@@ -2,63 +2,24 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from core_test_helpers import FakeDiracX, HttpxWithTransport, make_token
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from diracx_bridge import routing, session
 from diracx_bridge.proxy_token_exchange.bundle import DiracxToken, write_token
 
 
-@pytest.fixture(scope="session")
-def core_proxy_pem() -> str:
-    """A real RFC 3820 proxy as DIRAC dumps it (same recipe as the bundle tests' ``proxy_pem``)."""
-    from DIRAC.Core.Security.m2crypto.X509Chain import X509Chain
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "diracx-bridge tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "core tester"),
-        ]
-    )
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .sign(key, hashes.SHA256())
-    )
-    chain = X509Chain()
-    assert chain.loadChainFromString(cert.public_bytes(serialization.Encoding.PEM).decode())["OK"]
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    ).decode()
-    assert chain.loadKeyFromString(key_pem)["OK"]
-    result = chain.generateProxyToString(86400, diracGroup="dirac_user")
-    assert result["OK"], result
-    return result["Value"]
-
-
 @pytest.fixture
-def bare_proxy(tmp_path: Path, core_proxy_pem: str) -> Path:
+def bare_proxy(tmp_path: Path, proxy_pem: str) -> Path:
     """A proxy file without a DIRACX block, 0600."""
     path = tmp_path / f"x509up_u{os.geteuid()}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(core_proxy_pem)
+        handle.write(proxy_pem)
     return path
 
 

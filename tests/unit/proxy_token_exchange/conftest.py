@@ -9,53 +9,8 @@ from pathlib import Path
 
 import pytest
 from bundle_test_helpers import jwt_like
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from diracx_bridge.proxy_token_exchange.bundle import DiracxToken
-
-
-@pytest.fixture(scope="session")
-def proxy_pem() -> str:
-    """A real RFC 3820 proxy as DIRAC dumps it: proxy certificate, private key, user certificate.
-
-    The user certificate is self-signed (made with ``cryptography``); DIRAC's own ``X509Chain``
-    derives the proxy from it, with a DIRAC group extension, so the layout is exactly DIRAC's.
-    """
-    from DIRAC.Core.Security.m2crypto.X509Chain import X509Chain
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "diracx-bridge tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "bundle tester"),
-        ]
-    )
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .sign(key, hashes.SHA256())
-    )
-    chain = X509Chain()
-    assert chain.loadChainFromString(cert.public_bytes(serialization.Encoding.PEM).decode())["OK"]
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    ).decode()
-    assert chain.loadKeyFromString(key_pem)["OK"]
-    result = chain.generateProxyToString(86400, diracGroup="dirac_user")
-    assert result["OK"], result
-    pem = result["Value"]
-    assert pem.count("-----BEGIN CERTIFICATE-----") == 2
-    assert "PRIVATE KEY-----" in pem
-    return pem
 
 
 @pytest.fixture
