@@ -56,22 +56,36 @@ def main() -> int:
 
 
 def demo(grid: Grid, workdir: Path) -> None:
-    assert grid.diracx is not None
+    proxy = step_proxy(grid)
+    legacy_job, diracx_job = step_jobs_cross(grid, workdir, proxy)
+    step_adapted_script(grid, legacy_job, diracx_job)
+    step_disabled_vo(grid, legacy_job)
+    step_not_served(grid, legacy_job)
+    step_user_without_subject(grid, legacy_job)
+    step_cs_sync(grid, workdir)
+
+
+def step_proxy(grid: Grid) -> Path:
     say("1. dirac-proxy-init: a proxy that also carries a DiracX token")
     proxy = grid.proxy_path("ciuser", "civo_user")
     run(grid, ["dirac-proxy-init", "-g", "civo_user", "--out", str(proxy)])
     blocks = re.findall(r"-----BEGIN ([A-Z ]+)-----", proxy.read_text())
     show(f"{proxy.name} holds: {', '.join(blocks)}")
+    run(grid, ["diracx-bridge", "whoami", "--check"])
+    return proxy
 
+
+def step_jobs_cross(grid: Grid, workdir: Path, proxy: Path) -> tuple[int, int]:
+    import httpx
+
+    from diracx_bridge.proxy_token_exchange.bundle import read_token
+
+    assert grid.diracx is not None
     say("2. A job submitted with the legacy dirac-wms-job-submit is seen by DiracX")
     jdl = workdir / "demo.jdl"
     jdl.write_text(JDL.format(n="legacy"))
     out = run(grid, ["dirac-wms-job-submit", str(jdl)])
     legacy_job = int(re.search(r"JobID = (\d+)", out).group(1))  # type: ignore[union-attr]
-    import httpx
-
-    from diracx_bridge.proxy_token_exchange.bundle import read_token
-
     token = read_token(proxy).access_token
     with httpx.Client(base_url=grid.diracx.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as dx:
         print(f"   POST {grid.diracx.url}/api/jobs/search  (JobID = {legacy_job})")
@@ -89,7 +103,10 @@ def demo(grid: Grid, workdir: Path) -> None:
         diracx_job = dx.post("/api/jobs/jdl", json=[JDL.format(n="diracx")]).json()[0]["JobID"]
         show(f"JobID = {diracx_job}", "     ")
     run(grid, ["dirac-wms-job-status", str(diracx_job)])
+    return legacy_job, diracx_job
 
+
+def step_adapted_script(grid: Grid, legacy_job: int, diracx_job: int) -> None:
     say("4. The same unchanged script, with JobMonitoring switched to DiracX through the bridge")
     show(f"(the admin sets {SWITCH} = yes in the CS; here: -o on the command line)")
     run(grid, ["dirac-wms-job-status", f"-o{SWITCH}=yes", str(legacy_job), str(diracx_job)])
@@ -98,6 +115,8 @@ def demo(grid: Grid, workdir: Path) -> None:
     searches = [line for line in log.read_text().splitlines() if "POST /api/jobs/search" in line]
     show(f"DiracX access log, last search: {searches[-1].strip() if searches else '(none)'}")
 
+
+def step_disabled_vo(grid: Grid, legacy_job: int) -> None:
     say("5. A VO listed in /DiracX/DisabledVOs stays on the legacy services (DIRAC 9.1 would fail)")
     grid.proxy_init("legacyuser", "legacyvo_user")
     run(
@@ -107,21 +126,40 @@ def demo(grid: Grid, workdir: Path) -> None:
         group="legacyvo_user",
     )
 
+
+def step_not_served(grid: Grid, legacy_job: int) -> None:
     say("6. What DiracX 0.7.0 cannot serve yet is refused clearly (or sent to legacy if allowed)")
     worker = grid.worker("ciuser", "civo_user")
     try:
         refused = worker.call(JM, "getJobJDL", legacy_job, False, cs={SWITCH: "yes"})
         show(refused["Message"])
-        allowed = worker.call(
-            JM,
-            "getJobJDL",
-            legacy_job,
-            False,
-            cs={SWITCH: "yes", "/DiracX/Bridge/WorkloadManagement/JobMonitoring/LegacyFallback": "yes"},
-        )
+        fallback = "/DiracX/Bridge/WorkloadManagement/JobMonitoring/LegacyFallback"
+        allowed = worker.call(JM, "getJobJDL", legacy_job, False, cs={SWITCH: "yes", fallback: "yes"})
         show(f"with LegacyFallback = yes: OK={allowed['OK']}, {len(allowed.get('Value', ''))} characters of JDL")
     finally:
         worker.close()
+
+
+def step_user_without_subject(grid: Grid, legacy_job: int) -> None:
+    say("7. A user missing from DiracX's registry still gets a working proxy, and is told why")
+    proxy = grid.proxy_path("nosubuser", "civo_user")
+    run(grid, ["dirac-proxy-init", "-g", "civo_user", "--out", str(proxy)], user="nosubuser", group="civo_user")
+    run(grid, ["dirac-wms-job-status", str(legacy_job)], user="nosubuser", group="civo_user")
+
+
+def step_cs_sync(grid: Grid, workdir: Path) -> None:
+    say("8. cs-sync: the legacy CS exported into a DiracX config repository, with history")
+    repo = workdir / "demo-config-repo"
+    run(grid, ["diracx-bridge", "cs-sync", str(grid.cfg_path), str(repo)])
+    show("(run again, unchanged: no commit)")
+    run(grid, ["diracx-bridge", "cs-sync", str(grid.cfg_path), str(repo)])
+    show("(a new user with a DiracX subject is registered in the legacy CS)")
+    grid.set_option("/Registry/Users/newuser/DN", "/O=DIRAC CI/OU=DIRAC CI/CN=newuser")
+    grid.set_option("/Registry/Users/newuser/Email", "newuser@example.org")
+    grid.set_option("/Registry/Groups/civo_user/Users", "ciuser, otheruser, nosubuser, newuser")
+    grid.set_option("/DiracX/CsSync/VOs/civo/UserSubjects/newuser", "newuser-subject-0003")
+    run(grid, ["diracx-bridge", "cs-sync", str(grid.cfg_path), str(repo)])
+    run(grid, ["git", "-C", str(repo), "log", "--format=%h %s"])
 
 
 if __name__ == "__main__":

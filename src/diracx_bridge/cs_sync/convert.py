@@ -310,8 +310,8 @@ class RegistryBuilder:
                 self.report.add(
                     f"/Registry/Users/{nickname}",
                     f"no subject in {csync_path(vo.name, 'UserSubjects')}: not exported to {vo.name}, so this "
-                    f"user gets no DiracX token for {vo.name} groups (dirac-proxy-init fails); add "
-                    "'<nickname> = <IdP subject>' there",
+                    f"user gets no DiracX token for {vo.name} groups (their proxies carry none: DiracX services "
+                    "refuse them); add '<nickname> = <IdP subject>' there",
                     Kind.SKIPPED,
                     f"member of {', '.join(members[nickname])}",
                 )
