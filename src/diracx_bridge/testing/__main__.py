@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from diracx_bridge.testing.grid import Grid
+from diracx_bridge.testing.grid import CA_BUNDLE_VARS, Grid
 
 
 def main() -> int:
@@ -29,7 +29,7 @@ def main() -> int:
         keys = ("DIRAC_ROOT_PATH", "X509_CERT_DIR", "X509_USER_CERT", "X509_USER_KEY", "X509_USER_PROXY", "PATH")
         env_sh = grid.workdir / "env.sh"
         env_sh.write_text(
-            "".join(f"export {k}={shlex.quote(env[k])}\n" for k in keys) + "unset REQUESTS_CA_BUNDLE CURL_CA_BUNDLE\n"
+            "".join(f"export {k}={shlex.quote(env[k])}\n" for k in keys) + f"unset {' '.join(CA_BUNDLE_VARS)}\n"
         )
         print(f"grid up in {grid.startup_seconds:.0f} s; DiracX at {grid.diracx.url if grid.diracx else '?'}")
         print(f"use it from a shell: source {env_sh}")

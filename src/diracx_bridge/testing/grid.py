@@ -41,7 +41,8 @@ from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port
 #: The job databases DIRAC and DiracX share (DiracX setting name -> DIRAC database name).
 SHARED_DBS = ("JobDB", "JobLoggingDB", "PilotAgentsDB", "SandboxMetadataDB", "TaskQueueDB", "ResourceStatusDB")
 _LOOPBACK_SITE = Path(__file__).parent / "loopback"
-_CA_BUNDLE_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE", "SSL_CERT_FILE")
+#: This machine kind's CA bundle variables: they would override DIRAC's CA directory (see README).
+CA_BUNDLE_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE", "SSL_CERT_FILE")
 
 
 def _service_groups() -> dict[str, list[str]]:
@@ -90,7 +91,7 @@ class Grid:
         return self.workdir / "proxies" / f"{user}@{group}.pem"
 
     def base_environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _CA_BUNDLE_VARS}
+        env = {k: v for k, v in os.environ.items() if k not in CA_BUNDLE_VARS}
         # DIRAC_ROOT_PATH: no Configuration Server, every process reads $DIRAC_ROOT_PATH/etc/dirac.cfg.
         # The CA bundle variables of this machine kind would override DIRAC's CA directory for requests.
         for var in ("X509_USER_PROXY", "X509_USER_CERT", "X509_USER_KEY", "PYTHONPATH"):
