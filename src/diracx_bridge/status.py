@@ -75,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
         route = routing.decide(name, kwargs, read=read, caller=caller)
         svc = cs.service_settings(name, read)
         where = "DiracX" if route.use_diracx else "legacy"
-        adapter = "adapter" if name in routing.ADAPTERS else "no adapter"
+        cls = routing.adapter_class(name)
+        not_served = sorted(getattr(cls, "NOT_SERVED", ()))
+        adapter = "no adapter" if cls is None else "adapter"
+        if not_served:
+            adapter += f"; not served by DiracX: {', '.join(not_served)}"
         extras = [adapter]
         if svc.legacy_fallback:
             extras.append("LegacyFallback")

@@ -37,6 +37,7 @@ def test_status_for_a_diracx_vo(gs, grid, switched_on):
     assert "WorkloadManagement/JobMonitoring         -> DiracX" in out
     assert "WorkloadManagement/JobManager            -> DiracX  (/DiracX/FutureClientEnabled" in out
     assert "no adapter" in out
+    assert "not served by DiracX: getInputData, getJobHeartBeatData, getJobJDL" in out
     assert "answered 200" in out
     # Every hook is in place or waits for its DIRAC module; none failed.
     assert "DIRAC.FrameworkSystem.scripts.dirac_proxy_init.addTokenToPEM: replaced when DIRAC loads" in out
