@@ -6,42 +6,7 @@ public names are re-exported here. Importing this package imports neither DIRAC 
 
 from __future__ import annotations
 
-from .bundle import (
-    BundleError,
-    BundleLockError,
-    BundleLockTimeout,
-    DiracxToken,
-    MalformedTokenBlock,
-    NotAProxyFile,
-    NoTokenBlock,
-    ProxyFileNotFound,
-    UnsafeBundleFile,
-    decode_block,
-    encode_block,
-    lock_path_for,
-    locked,
-    read_token,
-    remove_token,
-    update_token,
-    write_token,
-)
+from . import bundle
+from .bundle import *  # noqa: F403 - the public names are bundle's own __all__
 
-__all__ = [
-    "BundleError",
-    "BundleLockError",
-    "BundleLockTimeout",
-    "DiracxToken",
-    "MalformedTokenBlock",
-    "NoTokenBlock",
-    "NotAProxyFile",
-    "ProxyFileNotFound",
-    "UnsafeBundleFile",
-    "decode_block",
-    "encode_block",
-    "lock_path_for",
-    "locked",
-    "read_token",
-    "remove_token",
-    "update_token",
-    "write_token",
-]
+__all__ = list(bundle.__all__)

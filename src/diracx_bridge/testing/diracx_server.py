@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import yaml
 
-from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port
+from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port, run_logged
 
 #: The databases DiracX 0.7.0 declares (entry points ``diracx.dbs.sql``), by settings name.
 SQL_DB_NAMES = (
@@ -161,22 +161,16 @@ class DiracXServer:
         env = self.environment()
         jwks = self.workdir / "jwks.json"
         if not jwks.exists():
-            self._run([sys.executable, "-m", "diracx.logic", "rotate-jwk", "--jwks-path", str(jwks)], env, "rotate-jwk")
+            self._run("rotate-jwk", [sys.executable, "-m", "diracx.logic", "rotate-jwk", "--jwks-path", str(jwks)], env)
         own = self.own_dbs if self.own_dbs is not None else SQL_DB_NAMES
         init_env = {k: v for k, v in env.items() if not k.startswith("DIRACX_DB_URL_")}
         init_env.update({f"DIRACX_DB_URL_{n.upper()}": u for n, u in self._sql_urls().items() if n in own})
-        self._run([sys.executable, "-m", "diracx.db", "init-sql"], init_env, "diracx init-sql")
+        self._run("diracx-init-sql", [sys.executable, "-m", "diracx.db", "init-sql"], init_env)
         if self.opensearch is not None:
-            self._run([sys.executable, "-m", "diracx.db", "init-os"], env, "diracx init-os")
+            self._run("diracx-init-os", [sys.executable, "-m", "diracx.db", "init-os"], env)
 
-    def _run(self, argv: list[str], env: dict[str, str], what: str) -> None:
-        log_dir = self.log_dir or self.workdir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log = log_dir / f"{what.replace(' ', '-')}.log"
-        with log.open("ab") as out:
-            res = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False)
-        if res.returncode:
-            raise GridError(f"{what} failed (exit {res.returncode}); see {log}")
+    def _run(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        run_logged(name, argv, log_dir=self.log_dir or self.workdir / "logs", env=env, timeout=120)
 
     def start(self) -> DiracXServer:
         self.launch_s3()

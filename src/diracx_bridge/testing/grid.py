@@ -36,7 +36,7 @@ from diracx_bridge.testing.dirac_worker import DiracWorker
 from diracx_bridge.testing.diracx_server import DiracXServer, LegacyExchangeKey, write_config_repo
 from diracx_bridge.testing.mariadb import MariaDB
 from diracx_bridge.testing.pki import Identity, TestCA
-from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port, tail, wait_all
+from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port, run_logged, tail, wait_all
 
 #: The job databases DIRAC and DiracX share (DiracX setting name -> DIRAC database name).
 SHARED_DBS = ("JobDB", "JobLoggingDB", "PilotAgentsDB", "SandboxMetadataDB", "TaskQueueDB", "ResourceStatusDB")
@@ -242,19 +242,9 @@ class Grid:
             "for cls in (TaskQueueDB, ProxyDB, SandboxMetadataDB, ResourceStatusDB):\n"
             "    cls()\n"
         )
-        self._run_logged([sys.executable, "-c", code], "create-dirac-tables", self.server_environment())
-
-    def _run_logged(self, argv: Sequence[str], name: str, env: Mapping[str, str], timeout: float = 180) -> None:
-        log = self.log_dir / f"{name}.log"
-        with log.open("ab") as out:
-            try:
-                res = subprocess.run(
-                    list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise GridError(f"{name} did not finish within {timeout:.0f} s; see {log}") from exc
-        if res.returncode:
-            raise GridError(f"{name} failed (exit {res.returncode}); see {log}\n{tail(log)}")
+        run_logged(
+            "create-dirac-tables", [sys.executable, "-c", code], log_dir=self.log_dir, env=self.server_environment()
+        )
 
     def _launch_services(self, group: str, names: list[str]) -> tuple[ManagedProcess, list[str]]:
         """One ``dirac-service`` process per DIRAC system: DIRAC's ServiceReactor serves every
@@ -287,7 +277,8 @@ class Grid:
 
     def _rss_sync(self) -> None:
         """ResourceStatus must know the sandbox SE, or no sandbox can be read back."""
-        self._run_logged(
+        run_logged(
+            "dirac-rss-sync",
             [
                 _venv_bin("dirac-rss-sync"),
                 "--init",
@@ -296,8 +287,8 @@ class Grid:
                 "-o",
                 "/DIRAC/Security/UseServerCertificate=yes",
             ],
-            "dirac-rss-sync",
-            self.base_environment(),
+            log_dir=self.log_dir,
+            env=self.base_environment(),
         )
 
     def stop(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pymysql
 
-from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port
+from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port, run_logged
 
 #: DIRAC database -> the package that ships its schema. TaskQueueDB, ProxyDB,
 #: SandboxMetadataDB and ResourceStatusDB also create tables on first use (see grid.py).
@@ -77,25 +77,19 @@ class MariaDB:
         self.workdir.mkdir(parents=True, exist_ok=True)
         user = getpass.getuser()
         if not (self.datadir / "mysql").exists():
-            install_log = self.log_dir / "mariadb-install-db.log"
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            with install_log.open("wb") as out:
-                res = subprocess.run(
-                    [
-                        _binary("mariadb-install-db", "mysql_install_db"),
-                        "--no-defaults",
-                        f"--datadir={self.datadir}",
-                        f"--user={user}",
-                        "--auth-root-authentication-method=normal",
-                        "--skip-test-db",
-                    ],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=120,
-                    check=False,
-                )
-            if res.returncode:
-                raise GridError(f"mariadb-install-db failed (exit {res.returncode}); see {install_log}")
+            run_logged(
+                "mariadb-install-db",
+                [
+                    _binary("mariadb-install-db", "mysql_install_db"),
+                    "--no-defaults",
+                    f"--datadir={self.datadir}",
+                    f"--user={user}",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ],
+                log_dir=self.log_dir,
+                timeout=120,
+            )
         self.process = ManagedProcess(
             "mariadb",
             [

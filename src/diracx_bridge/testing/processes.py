@@ -68,6 +68,35 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def run_logged(
+    name: str, argv: Sequence[str], *, log_dir: Path, env: Mapping[str, str] | None = None, timeout: float = 180
+) -> None:
+    """Run a short-lived step of the grid (key generation, schema creation...) to completion.
+
+    Its output goes to ``<log_dir>/<name>.log``; a failure, a hang past ``timeout`` or a missing
+    program is a :class:`GridError` naming the step and its log, with the log's last lines.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    with log.open("ab") as out:
+        try:
+            res = subprocess.run(
+                list(argv),
+                env=dict(env) if env is not None else None,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise GridError(f"{name} did not finish within {timeout:.0f} s; see {log}") from exc
+        except OSError as exc:
+            raise GridError(f"{name}: cannot start {argv[0]!r}: {exc}") from exc
+    if res.returncode:
+        raise GridError(f"{name} failed (exit {res.returncode}); see {log}\n{tail(log)}")
+
+
 class ManagedProcess:
     """One server process of the grid, with its log file and its readiness check."""
 
