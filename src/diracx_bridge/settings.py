@@ -97,6 +97,11 @@ def dirac_reader() -> OptionReader:
 _cache: dict[str, tuple[object, object]] = {}
 
 
+def clear_cache() -> None:
+    """Forget every cached setting (tests; a process that swaps DIRAC's configuration object)."""
+    _cache.clear()
+
+
 def _cached(key: str, build: Callable[[OptionReader], Any]) -> Any:
     """``build(dirac_reader())``, cached until DIRAC's configuration changes (see module doc)."""
     from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData

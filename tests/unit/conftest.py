@@ -10,6 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from diracx_bridge import settings
+
 
 @pytest.fixture(scope="session")
 def proxy_pem() -> str:
@@ -50,3 +52,9 @@ def proxy_pem() -> str:
     assert pem.count("-----BEGIN CERTIFICATE-----") == 2
     assert "PRIVATE KEY-----" in pem
     return pem
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings_cache() -> None:
+    """Settings are cached per process (per DIRAC CS version): no test sees another's."""
+    settings.clear_cache()
