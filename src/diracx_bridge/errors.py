@@ -1,19 +1,47 @@
-"""The bridge's failures, and their ``S_ERROR`` form.
+"""The bridge's failures: one exception tree, each class building its own message and ``S_ERROR``.
 
-Every failure an adapter can meet is one of the exceptions below. They subclass DIRACCommon's
-``SErrorException``, so a method wrapped with ``convertToReturnValue`` turns them into a plain
-``S_ERROR(errno, message)``: the DErrno code lets scripts test the kind of failure
-(``cmpError``), and the message tells the person reading it what to do next. Anything else
-raised inside an adapter is a bug in the bridge; ``convertToReturnValue`` still turns it into an
-``S_ERROR`` rather than letting it escape into DIRAC.
+Every failure the bridge can meet is one of these classes. Each one is a DIRACCommon
+``SErrorException`` carrying its ``S_ERROR`` (``.result``): a DErrno code, so scripts can test the
+kind of failure (``cmpError``), and a message that names the cause and what to do, built by the
+class itself from what it is given (a path, a URL, a user...). So a method wrapped with
+``convertToReturnValue`` turns any of them into a plain ``S_ERROR``, and no caller translates one
+error into another::
 
-No message may carry a secret: texts that come from outside (DiracX ``detail`` fields, exception
-strings) go through :func:`redact` first.
+    BridgeError ............................ EWMSUKN      base; .result is the S_ERROR
+    ├── ConfigurationError ................. ECONF        the CS lacks or contradicts an option
+    ├── LegacyRefusal ...................... 0            the legacy service's own refusal, word for word
+    ├── NotServed .......................... ENOTSUP      DiracX cannot serve the method, no fallback allowed
+    ├── TokenFileError ..................... EATOKENREAD  the proxy file or its DIRACX block
+    │   ├── ProxyFileNotFound .............. EPROXYFIND   (also a FileNotFoundError)
+    │   ├── NoTokenBlock ................... EATOKENFIND  the proxy carries no DiracX token
+    │   ├── NotAProxyFile
+    │   ├── MalformedTokenBlock
+    │   ├── UnsafeTokenFile                               someone else could read or change it
+    │   └── TokenFileWriteError                           the proxy cannot be rewritten (disk, rights)
+    │       └── TokenFileLockError
+    │           └── TokenFileLockTimeout ................ (also a TimeoutError)
+    ├── SessionExpired ..................... EKEYEXPIRED  refresh token expired or revoked
+    ├── DiracXError                                       talking to DiracX failed
+    │   ├── DiracXUnreachable .............. ERESUNA      no HTTP answer
+    │   ├── DiracXServerError .............. ERESUNA      5xx, or not the answer DiracX gives
+    │   ├── Unauthenticated ................ ENOAUTH      401 to a token believed valid
+    │   ├── Forbidden ...................... EPERM        403: a property or ownership is missing
+    │   └── DiracXRejected ................. EVALUE       other 4xx (status and detail kept)
+    └── ExchangeError                                     the ProxyManager's legacy exchange
+        ├── ExchangeRefused ................ ENOAUTH      DiracX will not mint a token for this identity
+        └── ExchangeMisconfigured .......... ECONF        URL, API key or route not set up
+
+Anything else raised inside an adapter is a bug in the bridge; ``convertToReturnValue`` still
+turns it into an ``S_ERROR`` rather than letting it escape into DIRAC.
+
+No message may carry a secret: every message goes through :func:`redact`, which removes
+anything that looks like a token, an API key or a bearer header.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import re
 from typing import Any
 
@@ -24,13 +52,26 @@ _SECRETS = re.compile(
     r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"  # a JWT (access or refresh token)
     r"|diracx:legacy:[A-Za-z0-9_=+/-]+"  # a legacy-exchange API key
     # an Authorization header value, including DIRAC's "Bearer diracx:legacy:<key>" (the key's colons)
-    r"|(?i:bearer)\s+(?:diracx:legacy:)?[A-Za-z0-9._~+/=-]+",
+    r"|(?i:bearer)\s+(?:diracx:legacy:)?[A-Za-z0-9._~+/=-]+"
+    # a presigned URL's signature (S3 query string)
+    r"|(?i:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature)=[^&\s]+",
 )
+
+#: What to do about a proxy that cannot be used as it is.
+NEW_PROXY = "run dirac-proxy-init to write a new proxy"
 
 
 def redact(text: object) -> str:
     """``str(text)`` with every token-, key- or bearer-looking substring replaced."""
     return _SECRETS.sub("<redacted>", str(text))
+
+
+def _restore(cls: type[BridgeError], message: str, state: dict[str, Any]) -> BridgeError:
+    """Unpickle without calling ``cls.__init__``, whose arguments are not the message."""
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    exc.__dict__.update(state)
+    return exc
 
 
 class BridgeError(SErrorException):
@@ -50,29 +91,141 @@ class BridgeError(SErrorException):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses build their message from other arguments: pickle the result, not the call
+        # (multiprocessing hands exceptions back to the parent).
+        return (_restore, (type(self), self.message, dict(self.__dict__)))
+
 
 class ConfigurationError(BridgeError):
-    """The CS lacks something the bridge needs (e.g. ``/DiracX/URL``)."""
+    """The CS lacks something the bridge needs, or two options contradict each other."""
 
     code = DErrno.ECONF
 
+    def __init__(self, problem: str, *, fix: str) -> None:
+        super().__init__(f"{problem}: {fix}")
 
-class CredentialsNotFound(BridgeError):
-    """No proxy file where the caller's credentials should be."""
+
+class LegacyRefusal(BridgeError):
+    """The answer the legacy service gives to this call, reproduced word for word.
+
+    Most legacy refusals are a plain ``S_ERROR(text)`` (``Errno`` 0); ``code`` and ``extra`` (the
+    keys legacy adds to some errors, e.g. ``InvalidJobIDs``) reproduce the others.
+    """
+
+    code = 0
+
+    def __init__(self, message: str, *, code: int = 0, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message, code=code, extra=extra)
+
+
+class NotServed(BridgeError):
+    """DiracX cannot serve a legacy method, and the admin allows no fallback to legacy for it."""
+
+    code = errno.ENOTSUP
+
+    def __init__(self, service: str, method: str, *, why: str) -> None:
+        self.service, self.method = service, method
+        super().__init__(
+            f"{service}.{method} is not served by {why}. To send it to the legacy service, set "
+            f"/DiracX/Bridge/{service}/LegacyFallback = yes; or turn /DiracX/FutureClientEnabled/{service} off"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The proxy file and its DIRACX block
+# --------------------------------------------------------------------------------------------
+
+
+def _where(path: str | os.PathLike[str] | None) -> str:
+    return "the proxy" if path is None else f"the proxy {os.fspath(path)}"
+
+
+class TokenFileError(BridgeError):
+    """The proxy file's DiracX token cannot be read or written.
+
+    ``problem`` says what is wrong (naming the file); the class adds what to do (``fix``, by
+    default a new proxy). ``path`` is the file concerned. The message never contains token text.
+    """
+
+    code = DErrno.EATOKENREAD
+    default_fix: str | None = NEW_PROXY
+
+    def __init__(self, problem: str, path: str | os.PathLike[str] | None = None, *, fix: str | None = None) -> None:
+        self.path = None if path is None else os.fspath(path)
+        fix = self.default_fix if fix is None else fix
+        super().__init__(f"{problem}; {fix}" if fix else problem)
+
+
+class ProxyFileNotFound(TokenFileError, FileNotFoundError):
+    """There is no proxy file where the caller's credentials should be."""
 
     code = DErrno.EPROXYFIND
 
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(
+            f"No proxy at {os.fspath(path)}: run dirac-proxy-init -g <your group> to create one "
+            "(or point X509_USER_PROXY at yours)",
+            path,
+            fix="",
+        )
+        self.errno, self.strerror, self.filename = errno.ENOENT, self.message, self.path
 
-class TokenNotFound(BridgeError):
-    """The proxy carries no DiracX token block."""
+
+class NoTokenBlock(TokenFileError):
+    """The proxy carries no DIRACX block."""
 
     code = DErrno.EATOKENFIND
 
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        super().__init__(
+            f"{_where(path)} carries no DiracX token",
+            path,
+            fix="run dirac-proxy-init -g <your group> while DiracX is reachable to add one (it says why when it "
+            "cannot). If your VO is not meant to use DiracX yet, the administrators list it in /DiracX/DisabledVOs "
+            "and your calls stay on the legacy services",
+        )
 
-class TokenUnreadable(BridgeError):
-    """The proxy's DiracX block is damaged, or the file is unsafe to use."""
 
-    code = DErrno.EATOKENREAD
+class NotAProxyFile(TokenFileError):
+    """The file is empty, not a regular file, or its non-DIRACX part is not a certificate + key PEM."""
+
+
+class MalformedTokenBlock(TokenFileError):
+    """The DIRACX block is there but unusable: two blocks, cut off, bad base64, bad JSON, bad keys."""
+
+    def __init__(self, defect: str, path: str | os.PathLike[str] | None) -> None:
+        super().__init__(f"the DiracX token block of {_where(path)} {defect}", path)
+
+
+class UnsafeTokenFile(TokenFileError):
+    """The proxy may be read or changed by someone else, or is a link the bridge will not follow."""
+
+    default_fix = None  # the problem names its own fix (chmod, rm, another path)
+
+
+class TokenFileWriteError(TokenFileError):
+    """The proxy cannot be rewritten (disk full, read-only directory...): a token can be kept in memory."""
+
+    default_fix = None
+
+
+class TokenFileLockError(TokenFileWriteError):
+    """The proxy's lock cannot be taken."""
+
+
+class TokenFileLockTimeout(TokenFileLockError, TimeoutError):
+    """Another process held the proxy's lock for longer than the caller was prepared to wait."""
+
+    def __init__(self, path: str | os.PathLike[str], seconds: float) -> None:
+        super().__init__(
+            f"another process has held the lock of {os.fspath(path)} for more than {seconds:g} s; it is probably "
+            "refreshing the DiracX token",
+            path,
+            fix="retry. Locks die with their process, so if this persists look for a hung process of yours "
+            f"holding it (fuser {os.fspath(path)})",
+        )
+        self.errno, self.strerror, self.filename = errno.ETIMEDOUT, self.message, self.path
 
 
 class SessionExpired(BridgeError):
@@ -80,26 +233,71 @@ class SessionExpired(BridgeError):
 
     code = errno.EKEYEXPIRED
 
+    def __init__(self, username: str, group: str, *, until: str, detail: str = "") -> None:
+        said = f"; DiracX says: {detail}" if detail else ""
+        super().__init__(
+            f"The DiracX session of {username} (group {group}) has expired (refresh token valid until {until}{said}): "
+            f"run dirac-proxy-init -g {group}"
+        )
 
-class DiracXUnreachable(BridgeError):
+
+# --------------------------------------------------------------------------------------------
+# Talking to DiracX
+# --------------------------------------------------------------------------------------------
+
+
+class DiracXError(BridgeError):
+    """An HTTP conversation with DiracX did not give the answer needed."""
+
+
+class DiracXUnreachable(DiracXError):
     """No HTTP answer from DiracX (connection refused, DNS, TLS, timeout)."""
 
     code = DErrno.ERESUNA
 
+    def __init__(self, url: str, cause: str, *, doing: str = "", by: str = "") -> None:
+        self.url = url
+        from_where = f" from {by}" if by else ""
+        while_doing = f"; {doing} was not done" if doing else ""
+        super().__init__(
+            f"DiracX at {url} is unreachable{from_where} ({cause}){while_doing}. "
+            "Check /DiracX/URL and that the server is up"
+        )
 
-class Unauthenticated(BridgeError):
+
+class DiracXServerError(DiracXError):
+    """DiracX answered 5xx, or something that is not what DiracX answers."""
+
+    code = DErrno.ERESUNA
+
+    def __init__(self, url: str, doing: str, *, status: int | None = None, detail: str = "") -> None:
+        self.status = status
+        what = f"HTTP {status}: {detail}" if status is not None else detail or "an answer that is not DiracX's"
+        super().__init__(f"DiracX at {url} failed on {doing} ({what}); see the DiracX server logs")
+
+
+class Unauthenticated(DiracXError):
     """DiracX answered 401 to a token the bridge believed valid."""
 
     code = DErrno.ENOAUTH
 
+    def __init__(self, url: str, doing: str, *, who: str, group: str, detail: str) -> None:
+        super().__init__(
+            f"DiracX at {url} did not accept the token of {who} for {doing} ({detail}): "
+            f"run dirac-proxy-init -g {group} to get a new one"
+        )
 
-class Forbidden(BridgeError):
+
+class Forbidden(DiracXError):
     """DiracX answered 403: the identity lacks a property, or does not own a job."""
 
     code = errno.EPERM
 
+    def __init__(self, doing: str, *, who: str, requires: str = "") -> None:
+        super().__init__(f"DiracX refused {doing} to {who}" + (f": this needs {requires}" if requires else ""))
 
-class DiracXRejected(BridgeError):
+
+class DiracXRejected(DiracXError):
     """DiracX answered 4xx: the request itself was refused (bad value, unknown job...).
 
     ``status`` and ``detail`` let an adapter turn a refusal it understands into the legacy
@@ -108,19 +306,28 @@ class DiracXRejected(BridgeError):
 
     code = DErrno.EVALUE
 
-    def __init__(self, message: str, *, status: int, detail: str) -> None:
-        super().__init__(message)
+    def __init__(self, doing: str, *, status: int, detail: str) -> None:
         self.status = status
-        self.detail = detail
+        self.detail = redact(detail)
+        super().__init__(f"DiracX refused {doing} (HTTP {status}): {detail}")
 
 
-class DiracXServerError(BridgeError):
-    """DiracX answered 5xx."""
+# --------------------------------------------------------------------------------------------
+# The ProxyManager's legacy exchange
+# --------------------------------------------------------------------------------------------
 
-    code = DErrno.ERESUNA
+
+class ExchangeError(BridgeError):
+    """The ProxyManager could not exchange a proxy for a DiracX token."""
 
 
-class NotServed(BridgeError):
-    """The legacy method has no DiracX 0.7.0 equivalent and the admin allows no fallback."""
+class ExchangeRefused(ExchangeError):
+    """DiracX will not mint a token for this identity (unknown user, group, VO or property)."""
 
-    code = errno.ENOTSUP
+    code = DErrno.ENOAUTH
+
+
+class ExchangeMisconfigured(ExchangeError):
+    """The ProxyManager or DiracX is not set up for the legacy exchange (URL, key, route disabled)."""
+
+    code = DErrno.ECONF

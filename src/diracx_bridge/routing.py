@@ -6,47 +6,35 @@ bridge replaces the selector DIRAC's ``Client`` uses (see :mod:`diracx_bridge.ac
 :func:`select`, which decides from:
 
 1. the URL: an explicit ``dips://``/``https://`` URL always goes to legacy, as in DIRAC;
-2. the service switch ``/DiracX/FutureClientEnabled/<System>/<Service>`` (or its deprecated
-   name ``LegacyClientEnabled``): off means legacy, exactly DIRAC's own path;
-3. the caller (:mod:`diracx_bridge.identity`): a host certificate, a delegated identity or an
-   in-memory proxy go to legacy, because DiracX 0.7.0 has no way to act as them;
+2. the service switch, asked of DIRAC's own ``useLegacyAdapter`` (looked up at call time in
+   ``DIRAC.Core.Tornado.Client.ClientSelector``, where DIRAC's selector and DIRAC's comparison
+   tests find it; it reads ``/DiracX/FutureClientEnabled/<System>/<Service>``), or the deprecated
+   ``/DiracX/LegacyClientEnabled/...``: off means legacy, exactly DIRAC's own path;
+3. the caller (:mod:`diracx_bridge.identity`): identities DiracX cannot act as (a host
+   certificate, a delegated identity, an in-memory proxy; :mod:`diracx_bridge.capabilities`) go
+   to legacy;
 4. the caller's VO: legacy when it is in ``/DiracX/DisabledVOs``, or not in the service's
    ``/DiracX/Bridge/<System>/<Service>/VOs`` when that list is set.
 
-Otherwise the call goes to the service's adapter; inside it, methods DiracX cannot serve go to
-legacy when ``/DiracX/Bridge/<System>/<Service>/LegacyFallback`` allows it, and otherwise answer
-a clear ``S_ERROR`` (:class:`diracx_bridge.adapters.base.Adapter`).
+Otherwise the call goes to the service's adapter (:func:`diracx_bridge.adapters.adapter_for`);
+inside it, methods DiracX cannot serve go to legacy when
+``/DiracX/Bridge/<System>/<Service>/LegacyFallback`` allows it, and otherwise answer a clear
+``S_ERROR`` (:class:`diracx_bridge.adapters.Adapter`).
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from diracx_bridge import capabilities
 from diracx_bridge import settings as cs
-from diracx_bridge.identity import Caller, CallerKind, resolve_caller
+from diracx_bridge.adapters import Route, UnservedService, adapter_for
+from diracx_bridge.identity import Caller, resolve_caller
 from diracx_bridge.log import logger
 
-#: "<System>/<Service>" -> "module:Class" of its adapter. Services not listed here keep DIRAC's
-#: own FutureClient if the client class has one, else every method is "not served".
-ADAPTERS: dict[str, str] = {
-    "WorkloadManagement/JobMonitoring": "diracx_bridge.adapters.job_monitoring:JobMonitoringAdapter",
-}
-
-
-@dataclass(frozen=True)
-class Route:
-    """The decision for one call, with the reason (logged at debug level, shown by ``status``)."""
-
-    use_diracx: bool
-    reason: str
-    service: cs.ServiceSettings | None = None
-    bridge: cs.BridgeSettings | None = None
-    caller: Caller | None = None
-
+__all__ = ["Route", "decide", "legacy_client", "select", "switched_on"]
 
 _deprecation_lock = threading.Lock()
 _deprecations_warned: set[str] = set()
@@ -57,9 +45,32 @@ def _warn_deprecated(option: str) -> None:
         if option in _deprecations_warned:
             return
         _deprecations_warned.add(option)
-    logger().warn(
-        f"{option} is deprecated: rename it to {option.replace('LegacyClientEnabled', 'FutureClientEnabled')}"
-    )
+    logger().warn(f"{option} is deprecated: rename it to {option.replace(cs.DEPRECATED_SWITCH, cs.SWITCH)}")
+
+
+def _dirac_says_on(service: str) -> bool:
+    """DIRAC's own switch, looked up at call time so that a patched ``useLegacyAdapter`` is obeyed."""
+    import DIRAC.Core.Tornado.Client.ClientSelector as selector_module
+
+    return bool(selector_module.useLegacyAdapter(service))
+
+
+def switched_on(service: cs.ServiceSettings, *, read: cs.OptionReader | None = None) -> tuple[bool, str]:
+    """Whether ``service`` is switched to DiracX, and the reason in words.
+
+    DIRAC's ``useLegacyAdapter`` decides (it reads ``/DiracX/FutureClientEnabled/...``, and tests
+    patch it), unless ``read`` is given (a CS other than this process's: tests, ``status`` for a
+    file), where the CS alone decides. The deprecated option name, which DIRAC no longer reads, is
+    honoured on top, with a warning.
+    """
+    if service.enabled_by and not service.deprecated and (read is not None or _dirac_says_on(service.name)):
+        return True, f"{service.enabled_by} is on"
+    if read is None and _dirac_says_on(service.name):
+        return True, f"DIRAC's useLegacyAdapter('{service.name}') is true"
+    if service.deprecated:
+        _warn_deprecated(service.enabled_by or "")
+        return True, f"{service.enabled_by} is on (deprecated name)"
+    return False, f"{cs.switch_option(service.name)} is off"
 
 
 def decide(
@@ -69,39 +80,20 @@ def decide(
     if not url or url.startswith(("dip", "http")) or url.count("/") != 1:
         return Route(False, "explicit URL")
     service = cs.service_settings(url, read)
-    if not service.enabled:
-        return Route(False, f"/DiracX/FutureClientEnabled/{url} is off", service)
-    if service.enabled_by and "LegacyClientEnabled" in service.enabled_by:
-        _warn_deprecated(service.enabled_by)
+    on, why = switched_on(service, read=read)
+    if not on:
+        return Route(False, why, service)
     bridge = cs.bridge_settings(read)
     caller = caller or resolve_caller(client_kwargs)
-    if caller.kind is not CallerKind.PROXY:
-        return Route(False, f"caller uses a {caller.kind.value} identity, which DiracX 0.7.0 cannot act as", service)
+    if caller.kind.value not in capabilities.IDENTITIES:
+        return Route(False, capabilities.cannot_act_as(caller.kind.value), service, switched_on=True)
     if caller.vo and caller.vo in bridge.disabled_vos:
-        return Route(False, f"VO {caller.vo} is in /DiracX/DisabledVOs", service, bridge, caller)
+        return Route(False, f"VO {caller.vo} is in /DiracX/DisabledVOs", service, bridge, caller, switched_on=True)
     if service.vos is not None and caller.vo not in service.vos:
-        return Route(
-            False,
-            f"VO {caller.vo} is not in /DiracX/Bridge/{url}/VOs ({', '.join(sorted(service.vos))})",
-            service,
-            bridge,
-            caller,
-        )
-    return Route(True, f"{service.enabled_by} is on", service, bridge, caller)
-
-
-_adapter_classes: dict[str, type | None] = {}
-
-
-def adapter_class(service: str) -> type | None:
-    if service not in _adapter_classes:
-        target = ADAPTERS.get(service)
-        cls = None
-        if target:
-            module, _, name = target.partition(":")
-            cls = getattr(importlib.import_module(module), name)
-        _adapter_classes[service] = cls
-    return _adapter_classes[service]
+        listed = ", ".join(sorted(service.vos))
+        reason = f"VO {caller.vo} is not in /DiracX/Bridge/{url}/VOs ({listed})"
+        return Route(False, reason, service, bridge, caller, switched_on=True)
+    return Route(True, why, service, bridge, caller, switched_on=True)
 
 
 def legacy_client(url: str, https_client: Any, client_kwargs: Mapping[str, Any]) -> Any:
@@ -133,10 +125,10 @@ def select(
         route = decide(url, kwargs)
     except Exception as exc:  # noqa: BLE001 - a routing bug must not break legacy DIRAC
         logger().exception("routing failed, using the legacy service", f"{url}: {exc!r}")
-        route = Route(False, "routing error")
+        route = Route(False, "routing error", switched_on=True)  # legacy, without DIRAC's selector
 
     if not route.use_diracx:
-        if route.service is None or not route.service.enabled:
+        if not route.switched_on:
             # DIRAC's own selector, untouched: explicit URLs, switch off.
             return original(url, *args, httpsClient=httpsClient, diracxClient=diracxClient, **kwargs)
         logger().debug(f"{url}: legacy service", route.reason)
@@ -147,11 +139,9 @@ def select(
     def legacy() -> Any:
         return legacy_client(url, httpsClient, kwargs)
 
-    cls = adapter_class(url)
+    cls = adapter_for(url)
     if cls is None:
         if isinstance(diracxClient, type):
             return diracxClient()  # DIRAC's own FutureClient (JobStateUpdate in 9.1), now with VO routing
-        from diracx_bridge.adapters.base import UnservedService
-
         return UnservedService(route, legacy, url, kwargs)
     return cls(route, legacy, url, kwargs)

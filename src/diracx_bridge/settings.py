@@ -13,12 +13,17 @@ The CS layout, all under ``/DiracX`` (the section DIRAC 9.1 already uses)::
           JobMonitoring = yes
         }
       }
+      LegacyExchangeApiKey = diracx:legacy:...         # DIRAC 9.1, read by the ProxyManager
       Bridge                                           # the bridge's own options
       {
         ConnectTimeout = 5                             # seconds
         ReadTimeout = 60                               # seconds
         ReadRetries = 2                                # retries of idempotent reads
         SearchPageSize = 1000                          # rows per DiracX search page (max 10000)
+        ExchangeCacheSeconds = 300                     # ProxyManager: reuse an exchanged token
+        ExchangeCacheSize = 1024                       # ProxyManager: identities kept
+        ExchangeTimeout = 10                           # ProxyManager: seconds DiracX has to answer
+        ClientsRouteDisabledVOs = no                   # every client runs the bridge (cs-sync's check)
         WorkloadManagement
         {
           JobMonitoring
@@ -31,7 +36,14 @@ The CS layout, all under ``/DiracX`` (the section DIRAC 9.1 already uses)::
     }
 
 ``/DiracX/LegacyClientEnabled/<System>/<Service>``, the option's earlier name, is still read,
-with a deprecation warning.
+with a deprecation warning. ``/DiracX/CsSync`` belongs to cs-sync (the registry DiracX learns);
+the bridge reads two facts from it here (:func:`cs_sync_identity`), for the ProxyManager's messages.
+
+Every option under ``/DiracX`` that any part of the bridge reads is read in this module, by one
+settings class per concern: :class:`BridgeSettings` (clients talking to DiracX),
+:class:`ServiceSettings` (one service's switches), :class:`ExchangeSettings` (the ProxyManager's
+token exchange). Each function takes an optional ``read`` (an :data:`OptionReader`): DIRAC's live
+configuration by default, a CS file's tree for cs-sync (:func:`tree_reader`), a dict in tests.
 
 Settings are read from DIRAC's in-memory configuration and cached per version of it: DIRAC
 rebuilds ``gConfigurationData.mergedCFG`` on every change (a CS refresh, ``-o`` options,
@@ -42,8 +54,8 @@ the ten option reads a routing decision needs are not repeated on every call.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 #: The spellings DIRAC 9.1 accepts as true for /DiracX/FutureClientEnabled/* (PathFinder).
@@ -53,6 +65,16 @@ TRUE_VALUES = frozenset({"y", "yes", "true", "1"})
 OptionReader = Callable[[str], str | None]
 
 SECTION = "/DiracX"
+#: DIRAC 9.1's per-service switch, ``/DiracX/FutureClientEnabled/<System>/<Service>``.
+SWITCH = "FutureClientEnabled"
+#: Its earlier name, still honoured (with a deprecation warning).
+DEPRECATED_SWITCH = "LegacyClientEnabled"
+SWITCH_NAMES = (SWITCH, DEPRECATED_SWITCH)
+
+
+def switch_option(service: str, name: str = SWITCH) -> str:
+    """The CS path of a service's switch (``service`` is ``<System>/<Service>``)."""
+    return f"{SECTION}/{name}/{service}"
 
 
 def parse_bool(value: object, default: bool = False) -> bool:
@@ -94,6 +116,30 @@ def dirac_reader() -> OptionReader:
     return gConfigurationData.extractOptionFromCFG
 
 
+def dirac_tree() -> Mapping[str, Any]:
+    """The ``/DiracX`` section of this process's CS as nested dicts (for listing its sections)."""
+    from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+
+    return gConfigurationData.mergedCFG.getAsDict(SECTION.strip("/"))
+
+
+def tree_reader(tree: Mapping[str, Any]) -> OptionReader:
+    """An :data:`OptionReader` over the ``/DiracX`` section given as nested dicts (a CS file's)."""
+
+    def read(path: str) -> str | None:
+        parts = [p for p in path.split("/") if p]
+        if parts[:1] != [SECTION.strip("/")]:
+            return None
+        node: Any = tree
+        for part in parts[1:]:
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+        return node if isinstance(node, str) else None
+
+    return read
+
+
 _cache: dict[str, tuple[object, object]] = {}
 
 
@@ -119,7 +165,12 @@ def _cached(key: str, build: Callable[[OptionReader], Any]) -> Any:
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    """The switches of one ``<System>/<Service>``."""
+    """The switches of one ``<System>/<Service>`` as the CS states them.
+
+    Whether the service is switched on is decided at call time by DIRAC's own
+    ``useLegacyAdapter`` (see :mod:`diracx_bridge.routing`); ``enabled_by`` is what the CS says,
+    for the reason shown to people, and the deprecated name DIRAC no longer reads.
+    """
 
     system: str
     service: str
@@ -134,15 +185,36 @@ class ServiceSettings:
     def name(self) -> str:
         return f"{self.system}/{self.service}"
 
+    @property
+    def deprecated(self) -> bool:
+        """Switched on only through the deprecated option name."""
+        return self.enabled_by is not None and f"/{DEPRECATED_SWITCH}/" in self.enabled_by
+
 
 @dataclass(frozen=True)
 class BridgeSettings:
+    """What every client needs to talk to DiracX."""
+
     url: str | None
     disabled_vos: frozenset[str]
     connect_timeout: float
     read_timeout: float
     read_retries: int
     search_page_size: int
+    #: The admins declare that every DIRAC client runs the bridge (which routes DisabledVOs to legacy).
+    clients_route_disabled_vos: bool = False
+
+
+@dataclass(frozen=True)
+class ExchangeSettings:
+    """What the ProxyManager's token exchange reads, on every request (a CS change applies at once)."""
+
+    url: str | None
+    api_key: str | None = field(repr=False)
+    cache_seconds: float = 300.0
+    cache_size: int = 1024
+    connect_timeout: float = 5.0
+    timeout: float = 10.0
 
 
 def service_settings(full_name: str, read: OptionReader | None = None) -> ServiceSettings:
@@ -151,8 +223,8 @@ def service_settings(full_name: str, read: OptionReader | None = None) -> Servic
         return _cached(f"service:{full_name}", lambda reader: service_settings(full_name, reader))
     system, _, service = full_name.partition("/")
     enabled_by = None
-    for option in ("FutureClientEnabled", "LegacyClientEnabled"):
-        path = f"{SECTION}/{option}/{system}/{service}"
+    for option in SWITCH_NAMES:
+        path = switch_option(full_name, option)
         value = read(path)
         if value is None or not value.strip():
             continue  # absent: the deprecated name is only a fallback for the current one
@@ -171,11 +243,15 @@ def service_settings(full_name: str, read: OptionReader | None = None) -> Servic
     )
 
 
+def _url(read: OptionReader) -> str | None:
+    return (read(f"{SECTION}/URL") or "").strip().rstrip("/") or None
+
+
 def bridge_settings(read: OptionReader | None = None) -> BridgeSettings:
     if read is None:
         return _cached("bridge", bridge_settings)
     return BridgeSettings(
-        url=(read(f"{SECTION}/URL") or "").rstrip("/") or None,
+        url=_url(read),
         disabled_vos=frozenset(parse_list(read(f"{SECTION}/DisabledVOs"))),
         connect_timeout=parse_float(read(f"{SECTION}/Bridge/ConnectTimeout"), 5.0),
         read_timeout=parse_float(read(f"{SECTION}/Bridge/ReadTimeout"), 60.0),
@@ -183,4 +259,72 @@ def bridge_settings(read: OptionReader | None = None) -> BridgeSettings:
         read_retries=max(0, int(parse_float(read(f"{SECTION}/Bridge/ReadRetries"), 2))),
         # DiracX caps a page at 10000 rows; a smaller page bounds the server's memory per request.
         search_page_size=min(10_000, max(1, int(parse_float(read(f"{SECTION}/Bridge/SearchPageSize"), 1000)))),
+        clients_route_disabled_vos=parse_bool(read(f"{SECTION}/Bridge/ClientsRouteDisabledVOs")),
     )
+
+
+def exchange_settings(read: OptionReader | None = None) -> ExchangeSettings:
+    """Read on every exchange, uncached: the ProxyManager is long-lived and its CS changes under it."""
+    read = read or dirac_reader()
+    return ExchangeSettings(
+        url=_url(read),
+        api_key=(read(f"{SECTION}/LegacyExchangeApiKey") or "").strip() or None,
+        cache_seconds=max(0.0, parse_float(read(f"{SECTION}/Bridge/ExchangeCacheSeconds"), 300.0)),
+        cache_size=max(0, int(parse_float(read(f"{SECTION}/Bridge/ExchangeCacheSize"), 1024))),
+        connect_timeout=parse_float(read(f"{SECTION}/Bridge/ConnectTimeout"), 5.0),
+        timeout=parse_float(read(f"{SECTION}/Bridge/ExchangeTimeout"), 10.0),
+    )
+
+
+@dataclass(frozen=True)
+class SwitchEntry:
+    """One option found under ``/DiracX/FutureClientEnabled`` (or the deprecated name)."""
+
+    path: str
+    value: str
+    #: ``<System>/<Service>``, or None when the entry is not at the depth DIRAC reads.
+    service: str | None
+
+    @property
+    def on(self) -> bool:
+        return self.service is not None and parse_bool(self.value)
+
+
+def switch_entries(tree: Mapping[str, Any] | None = None) -> list[SwitchEntry]:
+    """Every entry under both switch names of a ``/DiracX`` tree (default: this process's CS).
+
+    DIRAC reads only ``<name>/<System>/<Service>`` options; an option or section at another
+    depth is returned with ``service=None``, so callers can say it is ignored (usually a typo).
+    """
+    tree = dirac_tree() if tree is None else tree
+    entries: list[SwitchEntry] = []
+    for name in SWITCH_NAMES:
+        base = f"{SECTION}/{name}"
+        systems = tree.get(name)
+        if systems is None:
+            continue
+        if not isinstance(systems, Mapping):
+            entries.append(SwitchEntry(base, str(systems), None))
+            continue
+        for system, services in systems.items():
+            if not isinstance(services, Mapping):
+                entries.append(SwitchEntry(f"{base}/{system}", str(services), None))
+                continue
+            for service, value in services.items():
+                path = f"{base}/{system}/{service}"
+                if isinstance(value, Mapping):
+                    entries.append(SwitchEntry(path, "<a section>", None))
+                else:
+                    entries.append(SwitchEntry(path, str(value), f"{system}/{service}"))
+    return entries
+
+
+def cs_sync_identity(vo: str, user: str, tree: Mapping[str, Any] | None = None) -> tuple[bool, bool]:
+    """(``/DiracX/CsSync/VOs/<vo>`` exists, ``.../UserSubjects/<user>`` is set): what cs-sync gives DiracX."""
+    tree = dirac_tree() if tree is None else tree
+    vos = tree.get("CsSync", {}).get("VOs", {}) if isinstance(tree.get("CsSync"), Mapping) else {}
+    section = vos.get(vo) if isinstance(vos, Mapping) else None
+    if not isinstance(section, Mapping):
+        return False, False
+    subjects = section.get("UserSubjects", {})
+    return True, bool(isinstance(subjects, Mapping) and str(subjects.get(user, "")).strip())

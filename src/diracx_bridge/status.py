@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from diracx_bridge import routing
+from diracx_bridge import capabilities, routing
 from diracx_bridge import settings as cs
+from diracx_bridge.adapters import registry
 
 
 def register(subparsers: Any) -> None:
@@ -22,17 +23,10 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _services(read: cs.OptionReader) -> list[str]:
-    """The bridge's adapted services, plus every service with a switch set in the CS."""
-    from DIRAC import gConfig
-
-    names = set(routing.ADAPTERS)
-    for option in ("FutureClientEnabled", "LegacyClientEnabled"):
-        base = f"/DiracX/{option}"
-        systems = gConfig.getSections(base)
-        for system in systems.get("Value", []) if systems["OK"] else []:
-            options = gConfig.getOptions(f"{base}/{system}")
-            names.update(f"{system}/{svc}" for svc in (options["Value"] if options["OK"] else []))
+def _services() -> list[str]:
+    """The services with an adapter, plus every service with a switch set in the CS."""
+    names = set(registry().adapters)
+    names.update(entry.service for entry in cs.switch_entries() if entry.service)
     return sorted(names)
 
 
@@ -71,21 +65,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"  ({caller.problem})")
 
     print("\nservice routes:")
-    for name in _services(read):
-        route = routing.decide(name, kwargs, read=read, caller=caller)
+    for name in _services():
+        route = routing.decide(name, kwargs, caller=caller)
         svc = cs.service_settings(name, read)
         where = "DiracX" if route.use_diracx else "legacy"
-        cls = routing.adapter_class(name)
-        not_served = sorted(getattr(cls, "NOT_SERVED", ()))
-        adapter = "no adapter" if cls is None else "adapter"
+        cls = registry().adapters.get(name)
+        adapter = "no adapter" if cls is None else f"adapter {cls.__module__}.{cls.__name__}"
+        not_served = sorted(cls.not_served()) if cls is not None else []
         if not_served:
-            adapter += f"; not served by DiracX: {', '.join(not_served)}"
+            adapter += f"; not served by {capabilities.NAME}: {', '.join(not_served)}"
         extras = [adapter]
         if svc.legacy_fallback:
             extras.append("LegacyFallback")
         if svc.vos is not None:
             extras.append(f"VOs: {', '.join(sorted(svc.vos)) or 'none'}")
         print(f"  {name:<40} -> {where:<6}  ({route.reason}; {'; '.join(extras)})")
+
+    for problem in registry().problems:
+        print(f"  adapter problem: {problem}")
+    for entry in cs.switch_entries():
+        if entry.service is None:
+            print(f"  ignored: {entry.path} (DIRAC reads only {cs.SWITCH}/<System>/<Service>)")
 
     if args.check:
         return _check(bridge)
@@ -108,6 +108,6 @@ def _check(bridge: cs.BridgeSettings) -> int:
 
 
 def _verify(bridge: cs.BridgeSettings) -> Any:
-    from diracx_bridge.session import _ssl_context
+    from diracx_bridge import tls
 
-    return _ssl_context() if (bridge.url or "").startswith("https") else True
+    return tls.verify_for(bridge.url or "")

@@ -1,6 +1,6 @@
 """JobMonitoring, answered by DiracX's job search: what the legacy service answers, exactly.
 
-The legacy service reads DIRAC's JobDB/JobLoggingDB directly; DiracX 0.7.0 serves the same
+The legacy service reads DIRAC's JobDB/JobLoggingDB directly; DiracX serves the same
 tables through ``POST /api/jobs/search`` (with the ``LoggingInfo`` pseudo-parameter). Beyond
 routing the call, being a drop-in replacement means reproducing the legacy answer to the type:
 
@@ -14,7 +14,7 @@ routing the call, being a drop-in replacement means reproducing the legacy answe
 * every page of DiracX's paginated answers (DIRAC 9.1's FutureClient stops at the first 100).
 
 ``getJobJDL``, ``getJobParameter(s)``, ``getJobHeartBeatData`` and ``getInputData`` read tables
-or the OpenSearch index DiracX 0.7.0 does not expose: they go to the legacy service when the
+or the OpenSearch index DiracX does not expose (``NOT_SERVED``): they go to the legacy service when the
 admin allows it, or answer a clear ``S_ERROR`` (see :class:`~diracx_bridge.adapters.base.Adapter`).
 """
 
@@ -27,8 +27,9 @@ from typing import Any, ClassVar
 from DIRACCommon.Core.Utilities import DErrno
 
 from diracx_bridge import errors
-from diracx_bridge.adapters.base import Adapter, adapted
-from diracx_bridge.adapters.convert import CONVERTED_COLUMNS, from_diracx_value, job_ids_of, naive_utc
+from diracx_bridge.adapters._base import Adapter, adapted
+from diracx_bridge.adapters._convert import CONVERTED_COLUMNS, from_diracx_value, job_ids_of, naive_utc
+from diracx_bridge.capabilities import JOBS_SEARCH
 
 #: The columns of DIRAC's ``Jobs`` table (DIRAC's JobDB.sql), which DiracX's search returns too.
 JOB_ATTRIBUTES = (
@@ -56,9 +57,15 @@ JOB_ATTRIBUTES = (
 )
 _CANONICAL = {name.lower(): name for name in JOB_ATTRIBUTES}
 
-#: The handler's ``types_<method>`` lists (DIRAC's DISET check runs before the method).
+#: The handler's ``types_<method>`` lists: the legacy service's whole surface (DISET's type check
+#: runs before the method, served or not).
 _TYPES: dict[str, list[Any]] = {
     "getJobs": [],
+    "getJobJDL": [int, bool],
+    "getJobParameter": [[str, int], str],
+    "getJobParameters": [[str, int, list]],
+    "getJobHeartBeatData": [int],
+    "getInputData": [(int, list)],
     "getJobLoggingInfo": [int],
     "getJobsStates": [[str, int, list]],
     "getJobsStatus": [[str, int, list]],
@@ -80,9 +87,13 @@ _READ = "NormalUser (for the caller's own jobs) or JobAdministrator"
 class JobMonitoringAdapter(Adapter):
     SERVICE = "WorkloadManagement/JobMonitoring"
     TYPES = _TYPES
-    NOT_SERVED: ClassVar[frozenset[str]] = frozenset(
-        {"getJobJDL", "getJobParameter", "getJobParameters", "getJobHeartBeatData", "getInputData"}
-    )
+    NOT_SERVED: ClassVar[dict[str, str]] = {
+        "getJobJDL": "it exposes no job JDLs",
+        "getJobParameter": "it has no route to read job parameters",
+        "getJobParameters": "it has no route to read job parameters",
+        "getJobHeartBeatData": "it keeps heartbeat data write-only",
+        "getInputData": "it exposes no job input data",
+    }
 
     # --- DiracX access ---------------------------------------------------------------------------
 
@@ -145,7 +156,7 @@ class JobMonitoringAdapter(Adapter):
             requested = sorted(attr_list)  # the legacy service sorts the list it was given
             for name in requested:
                 if name.lower() not in _CANONICAL:
-                    raise errors.BridgeError(f"Unknown job attribute: {name}", code=0)
+                    raise errors.LegacyRefusal(f"Unknown job attribute: {name}")
         else:
             requested = sorted(JOB_ATTRIBUTES)
         canonical = [_CANONICAL[name.lower()] for name in requested]
@@ -167,45 +178,45 @@ class JobMonitoringAdapter(Adapter):
 
     # --- the legacy methods ----------------------------------------------------------------------
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobsStates(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
         return self._attributes(job_ids_of(jobIDs), ["Status", "MinorStatus", "ApplicationStatus"], "getJobsStates")
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobsStatus(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
         return self._attributes(job_ids_of(jobIDs), ["Status"], "getJobsStatus")
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobsMinorStatus(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
         return self._attributes(job_ids_of(jobIDs), ["MinorStatus"], "getJobsMinorStatus")
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobsApplicationStatus(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
         return self._attributes(job_ids_of(jobIDs), ["ApplicationStatus"], "getJobsApplicationStatus")
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobsSites(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
         return self._attributes(job_ids_of(jobIDs), ["Site"], "getJobsSites")
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobsSummary(self, jobIDs: Any) -> dict[int, dict[str, Any]]:
         return self._attributes(job_ids_of(jobIDs), None, "getJobsSummary")
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobSummary(self, jobID: Any) -> dict[str, Any]:
         return self._attributes([int(jobID)], None, "getJobSummary").get(int(jobID), {})
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobAttributes(self, jobID: Any, attrList: Any = None) -> dict[str, Any]:
         if isinstance(attrList, str):
             attrList = attrList.replace(" ", "").split(",")
         return self._attributes([int(jobID)], attrList, "getJobAttributes").get(int(jobID), {})
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobAttribute(self, jobID: Any, attribute: Any) -> Any:
         return self._attributes([int(jobID)], [attribute], "getJobAttribute").get(int(jobID), {}).get(attribute)
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobLoggingInfo(self, jobID: Any) -> list[tuple[str, str, str, str, str]]:
         rows = self._search(
             ["JobID", "LoggingInfo"],
@@ -214,21 +225,21 @@ class JobMonitoringAdapter(Adapter):
         )
         records = rows[0].get("LoggingInfo", []) if rows else []
         if not records:
-            raise errors.BridgeError("No Logging information for job %d" % int(jobID), code=0)  # noqa: UP031
+            raise errors.LegacyRefusal("No Logging information for job %d" % int(jobID))  # noqa: UP031
         # DiracX resolves "idem" the same way the legacy service does; only the time format differs.
         return [
             (r["Status"], r["MinorStatus"], r["ApplicationStatus"], str(naive_utc(r["StatusTime"])), r["Source"])
             for r in records
         ]
 
-    @adapted
+    @adapted(uses=[JOBS_SEARCH])
     def getJobs(self, attrDict: Any = None, cutDate: Any = None) -> list[str]:
         search: list[dict[str, Any]] = []
         for name, value in (attrDict or {}).items():
             column = _CANONICAL.get(str(name).lower())
             if column is None:
                 # What the legacy service answers: MariaDB's own refusal, wrapped by DIRAC's MySQL class.
-                raise errors.BridgeError(
+                raise errors.LegacyRefusal(
                     f"Execution failed.: ((1054, \"Unknown column '{name}' in 'WHERE'\") )", code=DErrno.EMYSQL
                 )
             if isinstance(value, list):
@@ -280,7 +291,7 @@ def _just_before(cut: Any) -> str:
     if isinstance(moment, dt.date) and not isinstance(moment, dt.datetime):
         moment = dt.datetime.combine(moment, dt.time())
     if moment is None:
-        raise errors.DiracXRejected(f"Invalid cut date: {cut!r}", status=400, detail="invalid date")
+        raise errors.DiracXRejected("getJobs", status=400, detail=f"invalid cut date {cut!r}")
     moment = naive_utc(moment)
     if moment.microsecond:
         moment = moment.replace(microsecond=0) + dt.timedelta(seconds=1)

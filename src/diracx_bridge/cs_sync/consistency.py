@@ -18,56 +18,40 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from diracx_bridge import settings
 from diracx_bridge.cs_sync.errors import ConsistencyError, Problem
 from diracx_bridge.cs_sync.report import Kind, Report
-from diracx_bridge.settings import parse_bool
-
-
-def disabled_vos(diracx_section: Mapping[str, Any]) -> list[str]:
-    value = diracx_section.get("DisabledVOs", "")
-    if not isinstance(value, str):
-        return []
-    return [vo.strip() for vo in value.split(",") if vo.strip()]
 
 
 def enabled_future_clients(diracx_section: Mapping[str, Any], report: Report | None = None) -> list[tuple[str, str]]:
     """(CS path, value) of the ``/DiracX/FutureClientEnabled/<System>/<Service>`` flags DIRAC reads as true.
 
     Entries at another depth are never read by DIRAC's ``useLegacyAdapter``: they are reported
-    (they usually are a typo for the intended service) instead of being counted.
+    (they usually are a typo for the intended service) instead of being counted. The deprecated
+    name is DIRAC's no longer, so it does not count here.
     """
     enabled: list[tuple[str, str]] = []
-    systems = diracx_section.get("FutureClientEnabled", {})
-    base = "/DiracX/FutureClientEnabled"
-    if not isinstance(systems, Mapping):
-        if report is not None:
-            report.add(base, "an option where DIRAC reads <System>/<Service> sections: ignored", Kind.WARNING)
-        return enabled
-    for system, services in systems.items():
-        if not isinstance(services, Mapping):
-            if report is not None:
-                report.add(f"{base}/{system}", "DIRAC only reads FutureClientEnabled/<System>/<Service>", Kind.WARNING)
+    prefix = f"{settings.SECTION}/{settings.SWITCH}"
+    for entry in settings.switch_entries(diracx_section):
+        if not entry.path.startswith(prefix):
             continue
-        for service, flag in services.items():
-            path = f"{base}/{system}/{service}"
-            if isinstance(flag, Mapping):
-                if report is not None:
-                    report.add(path, "DIRAC only reads FutureClientEnabled/<System>/<Service>", Kind.WARNING)
-                continue
-            if parse_bool(flag):
-                enabled.append((path, flag))
+        if entry.service is None:
+            if report is not None:
+                report.add(entry.path, f"DIRAC only reads {settings.SWITCH}/<System>/<Service>: ignored", Kind.WARNING)
+        elif entry.on:
+            enabled.append((entry.path, entry.value))
     return enabled
 
 
 def check_disabled_vos(diracx_section: Mapping[str, Any], report: Report | None = None) -> None:
     """Raise :class:`ConsistencyError` when a disabled VO would be routed to DiracX without tokens."""
-    vos = disabled_vos(diracx_section)
+    options = settings.bridge_settings(settings.tree_reader(diracx_section))
+    vos = sorted(options.disabled_vos)
     enabled = enabled_future_clients(diracx_section, report)
     if not vos or not enabled:
         return
-    services = ", ".join(path.removeprefix("/DiracX/FutureClientEnabled/") for path, _ in enabled)
-    bridge = diracx_section.get("Bridge", {})
-    if isinstance(bridge, Mapping) and parse_bool(bridge.get("ClientsRouteDisabledVOs")):
+    services = ", ".join(path.removeprefix(f"{settings.SECTION}/{settings.SWITCH}/") for path, _ in enabled)
+    if options.clients_route_disabled_vos:
         if report is not None:
             report.add(
                 "/DiracX/DisabledVOs",

@@ -119,7 +119,7 @@ def _check(path: Path) -> int:
         info = response.json()
     except errors.BridgeError as exc:
         print(f"diracx-bridge whoami: {exc}", file=sys.stderr)
-        expired = isinstance(exc, errors.SessionExpired | errors.TokenNotFound | errors.TokenUnreadable)
+        expired = isinstance(exc, errors.SessionExpired | errors.TokenFileError)
         return EXIT_NO_TOKEN if expired else EXIT_CHECK_FAILED
     except ValueError:
         print(f"diracx-bridge whoami: DiracX at {settings.url} answered something that is not JSON", file=sys.stderr)

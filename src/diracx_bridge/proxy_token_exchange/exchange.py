@@ -37,67 +37,19 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from diracx_bridge import errors
-from diracx_bridge.settings import SECTION, OptionReader, dirac_reader, parse_float
+from diracx_bridge import errors, tls
+from diracx_bridge.errors import ExchangeMisconfigured, ExchangeRefused
+from diracx_bridge.settings import ExchangeSettings, OptionReader, cs_sync_identity, exchange_settings
 
-DEFAULT_CACHE_SECONDS = 300.0
-DEFAULT_CACHE_SIZE = 1024
 #: DIRAC asks for ``secondsLeft // 60 + 1`` minutes, and DiracX counts from its own clock: two
 #: requests with the same proxy may differ by this much in the refresh-token expiry they ask for.
 LIFETIME_SLACK = 120.0
-#: DIRAC 9.1.22 gives the legacy exchange 10 s.
-DEFAULT_TIMEOUT = 10.0
 _STRIPES = 64
-
-# DErrno codes (DIRACCommon.Core.Utilities.DErrno), spelt out so this module imports no DIRAC.
-_ECONF = 1003
-_ENOAUTH = 1111
-
-
-class ExchangeRefused(errors.BridgeError):
-    """DiracX will not mint a token for this identity (unknown user, group, VO or property)."""
-
-    code = _ENOAUTH
-
-
-class ExchangeMisconfigured(errors.BridgeError):
-    """The ProxyManager or DiracX is not set up for the legacy exchange (URL, key, route disabled)."""
-
-    code = _ECONF
-
-
-# --------------------------------------------------------------------------------------------
-# Settings
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExchangeSettings:
-    """What the exchange reads from the ProxyManager's CS, on every request (a CS change applies at once)."""
-
-    url: str | None
-    api_key: str | None = field(repr=False)
-    cache_seconds: float = DEFAULT_CACHE_SECONDS
-    cache_size: int = DEFAULT_CACHE_SIZE
-    connect_timeout: float = 5.0
-    timeout: float = DEFAULT_TIMEOUT
-
-
-def exchange_settings(read: OptionReader | None = None) -> ExchangeSettings:
-    read = read or dirac_reader()
-    return ExchangeSettings(
-        url=(read(f"{SECTION}/URL") or "").strip().rstrip("/") or None,
-        api_key=(read(f"{SECTION}/LegacyExchangeApiKey") or "").strip() or None,
-        cache_seconds=max(0.0, parse_float(read(f"{SECTION}/Bridge/ExchangeCacheSeconds"), DEFAULT_CACHE_SECONDS)),
-        cache_size=max(0, int(parse_float(read(f"{SECTION}/Bridge/ExchangeCacheSize"), DEFAULT_CACHE_SIZE))),
-        connect_timeout=parse_float(read(f"{SECTION}/Bridge/ConnectTimeout"), 5.0),
-        timeout=parse_float(read(f"{SECTION}/Bridge/ExchangeTimeout"), DEFAULT_TIMEOUT),
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,10 +198,7 @@ def refusal(status: int, detail: str, *, user: str, group: str, url: str, view: 
             f"DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY (or the DIRAC administrators list {vo} in /DiracX/DisabledVOs)"
         )
     if status >= 500:
-        return errors.DiracXServerError(
-            f"DiracX at {url} failed the legacy exchange for {user} (HTTP {status}: {detail}); "
-            "see the DiracX server logs"
-        )
+        return errors.DiracXServerError(url, f"the legacy exchange for {user}", status=status, detail=detail)
     return ExchangeRefused(f"DiracX at {url} refused the legacy exchange for {user} (HTTP {status}: {detail})")
 
 
@@ -279,21 +228,18 @@ def _registry_refusal(detail: str, *, user: str, group: str, view: RegistryView)
 
 def unreachable(url: str, exc: BaseException | str) -> errors.DiracXUnreachable:
     reason = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc or 'no answer'}"
-    return errors.DiracXUnreachable(f"DiracX at {url} is unreachable from the ProxyManager ({errors.redact(reason)})")
+    return errors.DiracXUnreachable(url, reason, by="the ProxyManager")
 
 
 def registry_view(user: str, group: str) -> RegistryView:
     """Look the identity up in the DIRAC CS of this process."""
-    from DIRAC import gConfig
     from DIRAC.ConfigurationSystem.Client.Helpers import Registry
 
     vo = Registry.getVOForGroup(group) or None
     if not vo:
         return RegistryView(None, False, False)
-    sections = gConfig.getSections(f"{SECTION}/CsSync/VOs")
-    synced = bool(sections["OK"] and vo in sections["Value"])
-    subject = gConfig.getValue(f"{SECTION}/CsSync/VOs/{vo}/UserSubjects/{user}", "")
-    return RegistryView(vo, synced, bool(subject))
+    synced, has_subject = cs_sync_identity(vo, user)
+    return RegistryView(vo, synced, has_subject)
 
 
 def _detail(response: httpx.Response) -> str:
@@ -429,8 +375,7 @@ class Exchanger:
             float(body["expires_in"])
         except (ValueError, TypeError):
             raise errors.DiracXServerError(
-                f"DiracX at {settings.url} answered the legacy exchange for {username} with something that is not a "
-                "token response; see the DiracX server logs"
+                settings.url, f"the legacy exchange for {username}", detail="an answer that is not a token response"
             ) from None
         lifetime = "" if expires_minutes is None else f", refresh token for {expires_minutes} min"
         _log("info", f"DiracX token minted for {username} ({group}{lifetime}) by the legacy exchange")
@@ -460,10 +405,8 @@ class Exchanger:
             }
             if self._transport is not None:
                 kwargs["transport"] = self._transport
-            elif settings.url.startswith("https"):
-                from diracx_bridge.session import _ssl_context
-
-                kwargs["verify"] = _ssl_context()
+            else:
+                kwargs["verify"] = tls.verify_for(settings.url)
             client = httpx.Client(**kwargs)
             self._http = (os.getpid(), settings.url, settings, client)
             return client

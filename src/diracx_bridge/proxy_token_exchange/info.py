@@ -192,7 +192,7 @@ def token_rows(info: Mapping[str, Any]) -> list[tuple[str, str]]:
     return TokenInfo.of(token).rows()
 
 
-def _disabled_vos() -> list[str]:
-    from DIRAC import gConfig
+def _disabled_vos() -> frozenset[str]:
+    from diracx_bridge import settings
 
-    return list(gConfig.getValue("/DiracX/DisabledVOs", []))
+    return settings.bridge_settings().disabled_vos

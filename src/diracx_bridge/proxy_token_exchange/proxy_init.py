@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diracx_bridge import errors
+from DIRACCommon.Core.Utilities import DErrno
+
+from diracx_bridge import errors, settings
 from diracx_bridge.proxy_token_exchange import bundle
 
-_ERESUNA = 2001  # DErrno.ERESUNA: "Resource not available" (what the bridge ProxyManager says for "unreachable")
 #: ``S_ERROR(errno, text)`` renders as ``"<strerror> ( <errno> : <text>)"``; the text is what matters here.
 _ERRNO_WRAPPED = re.compile(r"^[^()]*\( \d+ : (?P<inner>.*)\)\s*$", re.DOTALL)
 _PROXY_INIT_MODULE = "DIRAC.FrameworkSystem.scripts.dirac_proxy_init"
@@ -56,6 +57,8 @@ class Outcome:
     message: str = ""
     #: For failures: a transient cause (DiracX or ProxyManager unreachable) means "try again later".
     transient: bool = False
+    #: For failures: the DErrno code of the cause (what ``--strict`` answers with).
+    code: int = DErrno.EATOKENFIND
 
 
 def make_add_token_to_pem(original: Any) -> Callable[[Any, str], dict[str, Any]]:
@@ -84,13 +87,12 @@ def add_token_to_pem(pem_path: Any, group: str, *, strict: bool = False) -> dict
     except Exception as exc:  # noqa: BLE001 - a bridge bug must not cost the user the proxy
         outcome = Outcome("failed", f"unexpected error in diracx-bridge ({errors.redact(repr(exc))})")
     if strict and outcome.kind == "failed":
-        return S_ERROR(f"no DiracX token for the proxy {path}: {outcome.message}")
+        return S_ERROR(outcome.code, f"no DiracX token for the proxy {path}: {outcome.message}")
     report(outcome, path, group)
     return S_OK()
 
 
 def obtain_token(path: str, group: str) -> Outcome:
-    from DIRAC import gConfig
     from DIRAC.ConfigurationSystem.Client.Helpers import Registry
 
     vo = Registry.getVOForGroup(group)
@@ -101,7 +103,7 @@ def obtain_token(path: str, group: str) -> Outcome:
             "proxy carries no DiracX token. Legacy DIRAC services work with it; if this group should use DiracX, "
             "ask the DIRAC administrators to set its VO",
         )
-    if vo in gConfig.getValue("/DiracX/DisabledVOs", []):
+    if vo in settings.bridge_settings().disabled_vos:
         return Outcome("disabled", f"VO {vo} is in /DiracX/DisabledVOs: no DiracX token")
 
     from DIRAC.Core.Base.Client import Client
@@ -144,27 +146,31 @@ def explain_failure(result: Mapping[str, Any], *, path: str, group: str, vo: str
         error = refusal(
             status, _body_detail(stock.group("body")), user=user, group=group, url=url, view=registry_view(user, group)
         )
-        return Outcome("failed", error.message, transient=status >= 500 and status != 503)
+        return Outcome("failed", error.message, transient=status >= 500 and status != 503, code=error.code)
     if "legacy-exchange" in inner and _CONNECTION_TROUBLE.search(inner):
         reason = "connection refused" if "Connection refused" in inner else "no answer"
-        return Outcome("failed", f"DiracX at {url} is unreachable from the ProxyManager ({reason})", transient=True)
+        error = errors.DiracXUnreachable(url, reason, by="the ProxyManager")
+        return Outcome("failed", error.message, transient=True, code=error.code)
     if "Missing mandatory /DiracX/" in inner:
         option = re.search(r"/DiracX/\w+", inner)
-        return Outcome(
-            "failed",
+        error = errors.ExchangeMisconfigured(
             f"the ProxyManager's configuration has no {option.group(0) if option else '/DiracX option'}: "
-            "ask the DIRAC administrators to set it (or to list your VO in /DiracX/DisabledVOs)",
+            "ask the DIRAC administrators to set it (or to list your VO in /DiracX/DisabledVOs)"
         )
-    if result.get("Errno") == _ERESUNA or "unreachable" in inner:
-        return Outcome("failed", inner, transient=True)
+        return Outcome("failed", error.message, code=error.code)
+    errno_ = result.get("Errno")
+    code = errno_ if isinstance(errno_, int) and errno_ else DErrno.EATOKENFIND
+    if errno_ == DErrno.ERESUNA or "unreachable" in inner:
+        return Outcome("failed", inner, transient=True, code=DErrno.ERESUNA)
     if _is_rpc_failure(message):
         return Outcome(
             "failed",
             f"the ProxyManager service (Framework/ProxyManager), which obtains DiracX tokens, could not be "
             f"reached: {inner}",
             transient=True,
+            code=DErrno.ERESUNA,
         )
-    return Outcome("failed", inner)
+    return Outcome("failed", inner, code=code)
 
 
 def _unwrap(message: str) -> str:
@@ -187,9 +193,7 @@ def _is_rpc_failure(message: str) -> bool:
 
 
 def _diracx_url() -> str:
-    from DIRAC import gConfig
-
-    return str(gConfig.getValue("/DiracX/URL", "") or "<no /DiracX/URL>").rstrip("/")
+    return settings.bridge_settings().url or "<no /DiracX/URL>"
 
 
 def _proxy_username(path: str) -> str | None:

@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from core_test_helpers import FakeDiracX, HttpxWithTransport, make_token
 
-from diracx_bridge import routing, session
+from diracx_bridge import capabilities, routing, session
+from diracx_bridge.adapters import _registry
 from diracx_bridge.proxy_token_exchange.bundle import DiracxToken, write_token
+from diracx_bridge.session import _auth as session_auth
+from diracx_bridge.session import _session as session_pool
 
 
 @pytest.fixture
@@ -49,8 +52,10 @@ def write_proxy_token(bare_proxy: Path) -> Callable[[DiracxToken], Path]:
 def diracx(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDiracX]:
     """A fake DiracX behind every httpx.Client the session module builds; sessions start and end empty."""
     fake = FakeDiracX()
-    monkeypatch.setattr(session, "httpx", HttpxWithTransport(fake.transport()))
-    monkeypatch.setattr(session, "_BACKOFF", (0.0,))  # retries without sleeping
+    http = HttpxWithTransport(fake.transport())
+    for module in (session_auth, session_pool):  # every module of the session package that builds clients
+        monkeypatch.setattr(module, "httpx", http)
+    monkeypatch.setattr(session_pool, "_BACKOFF", (0.0,))  # retries without sleeping
     session.close_all()
     yield fake
     session.close_all()
@@ -58,6 +63,7 @@ def diracx(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDiracX]:
 
 @pytest.fixture(autouse=True)
 def _fresh_routing_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Deprecation warnings and adapter classes are process-wide caches: each test starts clean."""
+    """Deprecation warnings, adapters and server capabilities are process-wide caches: each test starts clean."""
     monkeypatch.setattr(routing, "_deprecations_warned", set())
-    monkeypatch.setattr(routing, "_adapter_classes", {})
+    _registry.forget()
+    capabilities.forget()

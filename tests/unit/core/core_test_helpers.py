@@ -140,6 +140,16 @@ class HttpxWithTransport:
         return client
 
 
+def openapi_document(routes: Any = None) -> dict[str, Any]:
+    """An OpenAPI document listing ``routes`` (default: every documented route of the release)."""
+    from diracx_bridge import capabilities
+
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in capabilities.ROUTES if routes is None else routes:
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = {"responses": {}}
+    return {"openapi": "3.0.2", "info": {"title": "Dirac", "version": "0.1.0"}, "paths": paths}
+
+
 def job_row(job_id: int) -> dict[str, Any]:
     """A ``Jobs`` row as DiracX 0.7.0's search returns it (JSON types)."""
     return {
@@ -217,6 +227,8 @@ class FakeDiracX:
         bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if self.accepted is not None and bearer not in self.accepted:
             return httpx.Response(401, json={"detail": "Invalid JWT"})
+        if request.url.path == "/api/openapi.json":
+            return httpx.Response(200, json=openapi_document())
         if request.url.path == "/api/health/live":
             return httpx.Response(200, json={"status": "live"})
         if request.url.path == "/api/jobs/search" and request.method == "POST":

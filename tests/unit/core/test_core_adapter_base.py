@@ -12,8 +12,8 @@ from core_test_helpers import FakeDiracX, diracx_route, make_jwt
 from DIRACCommon.Core.Utilities import DErrno
 
 from diracx_bridge import errors
-from diracx_bridge.adapters import base
-from diracx_bridge.adapters.base import Adapter, UnservedService, adapted, over_the_wire
+from diracx_bridge.adapters import Adapter, UnservedService, adapted, over_the_wire
+from diracx_bridge.adapters import _base as base
 from diracx_bridge.adapters.job_monitoring import JobMonitoringAdapter
 from diracx_bridge.identity import Caller, CallerKind
 from diracx_bridge.routing import Route
@@ -24,7 +24,17 @@ FAKE_JWT = make_jwt(60, sub="someone")
 
 class EchoAdapter(Adapter):
     SERVICE = SERVICE
-    NOT_SERVED: ClassVar[frozenset[str]] = frozenset({"getJDL"})
+    #: The legacy service's surface: what it serves, and two methods DiracX cannot serve.
+    TYPES: ClassVar[dict[str, list[Any]]] = {
+        "echo": [],
+        "refuse": [],
+        "crash": [],
+        "unencodable": [],
+        "getJDL": [int],
+        "getJobJDL": [int, bool],
+        "getJobParameters": [],
+    }
+    NOT_SERVED: ClassVar[dict[str, str]] = {"getJDL": "it has no JDL route"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -37,7 +47,7 @@ class EchoAdapter(Adapter):
 
     @adapted
     def refuse(self) -> None:
-        raise errors.Forbidden("you may not", extra={"JobID": 5, "InvalidJobIDs": [1, 2]})
+        raise errors.LegacyRefusal("you may not", code=errno.EPERM, extra={"JobID": 5, "InvalidJobIDs": [1, 2]})
 
     @adapted
     def crash(self) -> None:
@@ -79,24 +89,70 @@ def make(
 # --- unknown methods -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["getJobParameters", "export_custom", "someExtensionMethod", "getJDL"])
-def test_unknown_methods_answer_enotsup_naming_the_method_and_the_option(tmp_path: Path, method: str) -> None:
+@pytest.mark.parametrize("method", ["getJobParameters", "getJDL", "getJobJDL"])
+def test_unserved_legacy_methods_answer_enotsup_naming_the_method_and_the_option(tmp_path: Path, method: str) -> None:
     adapter, legacy, built = make(tmp_path)
-    result = getattr(adapter, method)(1, "two", attr=3)
+    result = getattr(adapter, method)(1, True)
     assert result["OK"] is False
     assert result["Errno"] == errno.ENOTSUP
     assert DErrno.cmpError(result, errno.ENOTSUP)
     assert f"{SERVICE}.{method}" in result["Message"]
     assert f"/DiracX/Bridge/{SERVICE}/LegacyFallback" in result["Message"]
     assert f"/DiracX/FutureClientEnabled/{SERVICE}" in result["Message"]
+    assert result["rpcStub"] == [[SERVICE, {"skipCACheck": False, "keepAliveLapse": 150}], method, [1, True]]
     assert legacy.calls == []
     assert built == []  # no legacy client built either
 
 
-def test_known_unserved_methods_say_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["export_custom", "someExtensionMethod", "getJobOwner"])
+def test_methods_the_legacy_service_lacks_answer_as_legacy_does(tmp_path: Path, method: str) -> None:
+    """DISET answers "Unknown method" for a name the handler has no export_ for; LegacyFallback cannot help."""
+    adapter, legacy, built = make(tmp_path, fallback=True)
+    result = getattr(adapter, method)(1, "two")
+    assert result["OK"] is False
+    assert result["Message"] == f"Unknown method {method}"
+    assert result["Errno"] == 0
+    assert result["rpcStub"][1:] == [method, [1, "two"]]
+    assert legacy.calls == [] and built == []
+
+
+def test_unserved_methods_run_disets_type_check_first(tmp_path: Path) -> None:
+    """What the legacy handler answers for a wrong argument type, before fallback or refusal."""
+    for fallback in (False, True):
+        adapter, legacy, _ = make(tmp_path, fallback=fallback)
+        result = adapter.getJobJDL("5", True)
+        assert result["OK"] is False and result["Errno"] == 0
+        assert result["Message"].startswith(
+            "Type mismatch in parameter 0 (starting with param 0) Received <class 'str'>"
+        )
+        assert legacy.calls == []
+
+
+def test_keyword_arguments_are_refused_not_dropped(tmp_path: Path) -> None:
+    """A DISET call carries positional arguments only; keywords handed to the adapter are refused."""
+    adapter, legacy, _ = make(tmp_path, fallback=True)
+    for result in (adapter.echo(1, attr=3), adapter.getJobJDL(1, True, attr=3), adapter.someExtensionMethod(attr=3)):
+        assert result["OK"] is False and "keyword arguments (attr)" in result["Message"], result
+        assert result["Errno"] == DErrno.EVALUE
+    assert legacy.calls == []
+
+
+def test_known_unserved_methods_say_why(tmp_path: Path) -> None:
     adapter, _, _ = make(tmp_path)
-    assert "is not served by DiracX 0.7.0" in adapter.getJDL(1)["Message"]
-    assert "has no DiracX equivalent" in adapter.anythingElse()["Message"]
+    assert "is not served by DiracX 0.7.0 (it has no JDL route)" in adapter.getJDL(1)["Message"]
+    assert "is not served by DiracX 0.7.0." in adapter.getJobJDL(1, True)["Message"]
+
+
+def test_the_adapter_states_its_surface() -> None:
+    assert set(EchoAdapter.served()) == {"echo", "refuse", "crash", "unencodable", "ping"}
+    # DISET's own methods (whoami, refreshConfiguration) are part of every legacy service's surface.
+    assert EchoAdapter.not_served() == {
+        "getJDL": "it has no JDL route",
+        "getJobJDL": "",
+        "getJobParameters": "",
+        "refreshConfiguration": "",
+        "whoami": "",
+    }
 
 
 def test_unknown_methods_never_raise_attribute_error(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from DIRACCommon.Core.Utilities.ReturnValues import convertToReturnValue
 
 from diracx_bridge import activation, errors
 from diracx_bridge.adapters import job_monitoring
-from diracx_bridge.adapters.convert import check_types, from_diracx_value, job_ids_of, naive_utc
+from diracx_bridge.adapters._convert import check_types, from_diracx_value, job_ids_of, naive_utc
 
 
 @functools.cache

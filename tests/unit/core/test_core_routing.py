@@ -10,7 +10,7 @@ import pytest
 from core_test_helpers import dict_reader, diracx_route
 
 from diracx_bridge import routing
-from diracx_bridge.adapters.base import UnservedService
+from diracx_bridge.adapters import UnservedService, adapter_for
 from diracx_bridge.adapters.job_monitoring import JobMonitoringAdapter
 from diracx_bridge.identity import Caller, CallerKind
 from diracx_bridge.routing import Route, decide, select
@@ -185,7 +185,7 @@ def no_dirac_adapter_switch(monkeypatch: pytest.MonkeyPatch) -> None:
 def route_of(use_diracx: bool, *, enabled: bool, service: str = JM, caller: Caller | None = None) -> Route:
     system, _, name = service.partition("/")
     settings = ServiceSettings(system, name, enabled, "/DiracX/FutureClientEnabled/x" if enabled else None, False, None)
-    return Route(use_diracx, "test", settings, None, caller)
+    return Route(use_diracx, "test", settings, None, caller, switched_on=enabled)
 
 
 def patch_decide(monkeypatch: pytest.MonkeyPatch, route: Route) -> list[tuple[str, dict[str, Any]]]:
@@ -221,16 +221,21 @@ def test_select_explicit_url_calls_dirac_selector(monkeypatch: pytest.MonkeyPatc
     assert original.calls == [((url,), {"httpsClient": None, "diracxClient": None})]
 
 
-def test_select_routing_failure_falls_back_to_dirac_selector(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_select_routing_failure_falls_back_to_the_legacy_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not to DIRAC's selector: with the switch on it would answer DIRAC's FutureClient or raise."""
+
     def broken(*_args: Any, **_kwargs: Any) -> Route:
         raise RuntimeError("CS exploded")
 
     monkeypatch.setattr(routing, "decide", broken)
     recorder = Recorder()
     monkeypatch.setattr(routing, "logger", lambda: recorder)
+    built: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(routing, "legacy_client", lambda url, https, kwargs: built.append((url, dict(kwargs))) or "L")
     original = Original()
-    assert select(original, JM, httpsClient=None, diracxClient=None, timeout=5) is original.result
-    assert original.calls == [((JM,), {"httpsClient": None, "diracxClient": None, "timeout": 5})]
+    assert select(original, JM, httpsClient=None, diracxClient=FakeFutureClient, timeout=5) == "L"
+    assert original.calls == []
+    assert built == [(JM, {"timeout": 5})]
     assert any("CS exploded" in str(args) for _, args in recorder.calls)
 
 
@@ -317,5 +322,5 @@ def test_select_unknown_service_without_client_class_is_unserved(
 
 
 def test_adapter_class_lookup() -> None:
-    assert routing.adapter_class(JM) is JobMonitoringAdapter
-    assert routing.adapter_class("WorkloadManagement/JobStateUpdate") is None
+    assert adapter_for(JM) is JobMonitoringAdapter
+    assert adapter_for("WorkloadManagement/JobStateUpdate") is None

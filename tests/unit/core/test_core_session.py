@@ -30,6 +30,7 @@ from diracx_bridge import errors, session
 from diracx_bridge.proxy_token_exchange import bundle
 from diracx_bridge.proxy_token_exchange.bundle import PEM_BEGIN, DiracxToken, read_token, write_token
 from diracx_bridge.session import CLIENT_ID, REFRESH_MARGIN, DiracXSession, TokenAuth, get_session
+from diracx_bridge.session import _session as session_pool
 
 HEALTH = "/api/health/live"
 TOKEN = "/api/auth/token"
@@ -286,7 +287,7 @@ def test_discovered_token_endpoint_is_used(proxy: Path, diracx: FakeDiracX) -> N
 
 
 def test_no_diracx_block_is_token_not_found(bare_proxy: Path, diracx: FakeDiracX) -> None:
-    with pytest.raises(errors.TokenNotFound) as caught:
+    with pytest.raises(errors.NoTokenBlock) as caught:
         new_session(bare_proxy).request("GET", HEALTH)
     message = str(caught.value)
     assert "dirac-proxy-init" in message
@@ -298,7 +299,7 @@ def test_no_diracx_block_is_token_not_found(bare_proxy: Path, diracx: FakeDiracX
 
 def test_missing_proxy_is_credentials_not_found(tmp_path: Path, diracx: FakeDiracX) -> None:
     missing = tmp_path / "x509up_missing"
-    with pytest.raises(errors.CredentialsNotFound) as caught:
+    with pytest.raises(errors.ProxyFileNotFound) as caught:
         new_session(missing).request("GET", HEALTH)
     assert str(missing) in str(caught.value)
     assert "dirac-proxy-init" in str(caught.value)
@@ -310,14 +311,14 @@ def test_proxy_removed_after_first_use_is_credentials_not_found(proxy: Path, dir
     s = new_session(proxy)
     s.request("GET", HEALTH)
     proxy.unlink()
-    with pytest.raises(errors.CredentialsNotFound):
+    with pytest.raises(errors.ProxyFileNotFound):
         s.request("GET", HEALTH)
 
 
 def test_damaged_block_is_token_unreadable(bare_proxy: Path, diracx: FakeDiracX) -> None:
     with bare_proxy.open("a") as handle:
         handle.write(f"{PEM_BEGIN}\nnot base64 !!!\n-----END DIRACX-----\n")
-    with pytest.raises(errors.TokenUnreadable) as caught:
+    with pytest.raises(errors.TokenFileError) as caught:
         new_session(bare_proxy).request("GET", HEALTH)
     assert caught.value.result["Errno"] == DErrno.EATOKENREAD
 
@@ -453,7 +454,7 @@ def test_get_session_reuses_one_session_per_url_proxy_and_settings(
     assert changed.settings.read_timeout == 7.0
     # The old pool is retired, not closed: another thread may still be in a call on it.
     assert not first.client.is_closed
-    assert first in session._retired
+    assert first in session_pool._retired
     assert get_session(URL, proxy, bridge_settings(read_timeout=7.0)) is changed
 
 
@@ -469,11 +470,11 @@ def test_retired_sessions_are_closed_at_exit(proxy: Path, diracx: FakeDiracX) ->
     get_session(URL, proxy, bridge_settings(read_timeout=3.0))
     session.close_all()
     assert first.client.is_closed
-    assert session._retired == []
+    assert session_pool._retired == []
 
 
 def test_one_client_for_many_calls(proxy: Path, diracx: FakeDiracX) -> None:
-    created = session.httpx.clients
+    created = session_pool.httpx.clients
     s = get_session(URL, proxy, bridge_settings())
     for _ in range(20):
         get_session(URL, proxy, bridge_settings()).request("GET", HEALTH)

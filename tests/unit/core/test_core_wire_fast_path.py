@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from DIRAC.Core.Utilities import MixedEncode
 
-from diracx_bridge.adapters.base import _NOT_FLAT, _flat_over_the_wire, over_the_wire
+from diracx_bridge.adapters._wire import _NOT_FLAT, _flat_over_the_wire, over_the_wire
 
 
 def real_round_trip(value: Any) -> Any:

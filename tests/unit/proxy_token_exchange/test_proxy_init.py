@@ -8,6 +8,7 @@ errors); the grid tests cover the bridge's own ProxyManager end to end.
 from __future__ import annotations
 
 import pytest
+from DIRACCommon.Core.Utilities import DErrno
 
 from diracx_bridge.proxy_token_exchange import exchange, proxy_init
 from diracx_bridge.proxy_token_exchange.exchange import RegistryView
@@ -47,13 +48,14 @@ def test_a_stock_proxymanager_connection_error_means_try_again_later() -> None:
     )
     outcome = explain_failure(s_error(stock), path="/tmp/p", group="civo_user", vo="civo")
     assert outcome.transient
-    assert outcome.message == f"DiracX at {URL} is unreachable from the ProxyManager (connection refused)"
+    assert outcome.message.startswith(f"DiracX at {URL} is unreachable from the ProxyManager (connection refused)")
+    assert outcome.code == DErrno.ERESUNA
 
 
 def test_a_bridge_proxymanager_message_is_shown_as_it_is_without_the_errno_wrapper() -> None:
     text = "DiracX at http://x is unreachable from the ProxyManager (ConnectError: [Errno 111] Connection refused)"
     outcome = explain_failure(s_error(text, 2001), path="/tmp/p", group="g", vo="civo")
-    assert outcome == Outcome("failed", text, transient=True)
+    assert outcome == Outcome("failed", text, transient=True, code=DErrno.ERESUNA)
     text = "user u has no subject in /DiracX/CsSync/VOs/civo/UserSubjects: ask your VO admin"
     assert explain_failure(s_error(text, 1111), path="/tmp/p", group="g", vo="civo").message == text
 
@@ -127,7 +129,10 @@ def test_strict_keeps_dirac_behaviour_a_missing_token_fails(monkeypatch: pytest.
     monkeypatch.setitem(sys.modules, proxy_init._PROXY_INIT_MODULE, fake)
     result = proxy_init.make_add_token_to_pem(None)("/tmp/p", "civo_user")
     assert result["OK"] is False
-    assert result["Message"] == "no DiracX token for the proxy /tmp/p: DiracX is down"
+    assert result["Errno"] == DErrno.EATOKENFIND  # a DErrno code scripts can test (cmpError)
+    assert "no DiracX token for the proxy /tmp/p: DiracX is down" in result["Message"]
+    monkeypatch.setattr(proxy_init, "obtain_token", lambda path, group: Outcome("failed", "down", code=DErrno.ERESUNA))
+    assert proxy_init.make_add_token_to_pem(None)("/tmp/p", "civo_user")["Errno"] == DErrno.ERESUNA
     fake.piParams.strict = False
     monkeypatch.setattr(proxy_init, "report", lambda *a: None)
     assert proxy_init.make_add_token_to_pem(None)("/tmp/p", "civo_user")["OK"] is True

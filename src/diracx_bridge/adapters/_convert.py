@@ -32,18 +32,17 @@ def check_types(method: str, args: Sequence[Any], types: Mapping[str, list[Any]]
             continue
         allowed = tuple(wanted) if isinstance(wanted, (list, tuple)) else wanted
         if not isinstance(args[index], allowed):
-            raise errors.BridgeError(
+            raise errors.LegacyRefusal(
                 "Type mismatch in parameter %d (starting with param 0) Received %s, expected %s"  # noqa: UP031
-                % (index, type(args[index]), str(wanted)),
-                code=0,
+                % (index, type(args[index]), str(wanted))
             )
     if len(args) < len(expected):
-        raise errors.BridgeError(f"Function {method} expects at least {len(expected)} arguments", code=0)
+        raise errors.LegacyRefusal(f"Function {method} expects at least {len(expected)} arguments")
 
 
 def _legacy_failure(exc: Exception) -> errors.BridgeError:
     """What DIRACCommon's ``convertToReturnValue`` makes of an exception, as the service does."""
-    return errors.BridgeError(f"{exc!r}: {exc}", code=0)
+    return errors.LegacyRefusal(f"{exc!r}: {exc}")
 
 
 def job_ids_of(job_ids: Any) -> list[int]:

@@ -1,0 +1,249 @@
+"""The bearer-token auth flow of a session: the proxy's DIRACX block, refreshed and written back.
+
+The access token comes from the DIRACX block of the proxy file (the format DIRAC 9.1 writes),
+cached in memory and re-read only when the file changes. It is refreshed shortly before it
+expires, or once on a 401, with the refresh-token grant; the new token is written back into the
+proxy file atomically and under the file's lock, so every other process of the user reuses it,
+and a process that loses the race takes the winner's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+
+from diracx_bridge import errors, tls
+from diracx_bridge.proxy_token_exchange import bundle
+from diracx_bridge.settings import BridgeSettings
+
+#: Refresh this long before the access token expires (DiracX's own client uses 300 s of a
+#: 20-minute token; a shorter margin halves the refreshes of short scripts).
+REFRESH_MARGIN = 60.0
+#: DiracX's public client ID; the refresh grant of legacy-exchange tokens does not check it.
+CLIENT_ID = "myDIRACClientID"
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_BACKOFF = (0.2, 0.6, 1.5)
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The identity inside an access token (read, not verified: DiracX verifies it)."""
+
+    username: str
+    group: str
+    vo: str
+    properties: tuple[str, ...]
+
+    @classmethod
+    def of(cls, access_token: str) -> Claims:
+        try:
+            c = jwt.decode(access_token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return cls("?", "?", "?", ())
+        return cls(
+            str(c.get("preferred_username", "?")),
+            str(c.get("dirac_group", "?")),
+            str(c.get("vo", "?")),
+            tuple(c.get("dirac_properties", ())),
+        )
+
+    def describe(self) -> str:
+        return f"{self.username} (group {self.group}, properties {', '.join(self.properties) or 'none'})"
+
+
+class TokenAuth(httpx.Auth):
+    """Bearer auth from a proxy file's DIRACX block, refreshed and written back as needed."""
+
+    def __init__(self, proxy_path: Path, url: str, settings: BridgeSettings) -> None:
+        self.proxy_path = proxy_path
+        self.url = url
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._token: bundle.DiracxToken | None = None
+        self._signature: tuple[int, int, int] | None = None
+        self._token_endpoint: str | None = None
+        self._refresh_client: httpx.Client | None = None
+        self._refresh_pid = os.getpid()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _file_signature(self) -> tuple[int, int, int]:
+        try:
+            st = os.stat(self.proxy_path)
+        except FileNotFoundError:
+            raise errors.ProxyFileNotFound(self.proxy_path) from None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _read(self) -> bundle.DiracxToken:
+        try:
+            return bundle.read_token(self.proxy_path)
+        except bundle.NoTokenBlock:
+            raise errors.NoTokenBlock(self.proxy_path) from None
+        except bundle.ProxyFileNotFound:
+            raise errors.ProxyFileNotFound(self.proxy_path) from None
+        except bundle.BundleError as exc:
+            raise errors.TokenFileError(str(exc), self.proxy_path, fix="") from None
+
+    def current(self) -> bundle.DiracxToken:
+        """The token to send now: cached, re-read if the file changed, refreshed if expiring."""
+        with self._lock:
+            signature = self._file_signature()
+            if self._token is None or signature != self._signature:
+                self._token = self._read()
+                self._signature = signature
+            if self._token.expired(margin=REFRESH_MARGIN):
+                self._refresh_locked(stale=self._token)
+            return self._token
+
+    def refresh(self, stale: bundle.DiracxToken) -> bundle.DiracxToken:
+        """Refresh after DiracX refused ``stale`` (a 401), unless someone already did."""
+        with self._lock:
+            self._refresh_locked(stale=stale, force=True)
+            assert self._token is not None
+            return self._token
+
+    # -- refreshing ----------------------------------------------------------------------------
+
+    def _refresh_locked(self, *, stale: bundle.DiracxToken, force: bool = False) -> None:
+        def renew(current: bundle.DiracxToken | None) -> bundle.DiracxToken | None:
+            if current is None:
+                return None  # the block vanished meanwhile: reported below
+            if current.access_token != stale.access_token and not current.expired(margin=REFRESH_MARGIN):
+                return current  # another process refreshed while we waited for the lock
+            if not force and not current.expired(margin=REFRESH_MARGIN):
+                return current
+            return self._refresh_grant(current)
+
+        try:
+            token = bundle.update_token(self.proxy_path, renew)
+        except errors.BridgeError:
+            raise
+        except bundle.ProxyFileNotFound:
+            raise errors.ProxyFileNotFound(self.proxy_path) from None
+        except bundle.BundleLockError as exc:
+            # The proxy's directory does not let us lock or rewrite it: keep the refreshed token
+            # in memory for this process rather than fail the call.
+            token = self._refresh_grant(stale)
+            self._warn_once(f"refreshed DiracX token kept in memory only: {exc}")
+        except bundle.BundleError as exc:
+            raise errors.TokenFileError(str(exc), self.proxy_path, fix="") from None
+        if token is None:
+            raise errors.NoTokenBlock(self.proxy_path)
+        self._token = token
+        try:
+            self._signature = self._file_signature()
+        except errors.BridgeError:
+            self._signature = None
+
+    _warned: set[str] = set()  # noqa: RUF012 - process-wide on purpose
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            from diracx_bridge.log import logger
+
+            logger().warn(message)
+
+    def _refresh_grant(self, current: bundle.DiracxToken) -> bundle.DiracxToken:
+        claims = Claims.of(current.access_token)
+        if _refresh_expires_on(current) <= time.time():
+            raise self._expired(claims, current)
+        client = self._refresh_http()
+        try:
+            r = client.post(
+                self._endpoint(client),
+                data={"grant_type": "refresh_token", "refresh_token": current.refresh_token, "client_id": CLIENT_ID},
+            )
+        except httpx.TransportError as exc:
+            raise errors.DiracXUnreachable(
+                self.url, f"{type(exc).__name__}: {exc}", doing=f"refreshing the token of {claims.username}"
+            ) from None
+        if r.status_code in (400, 401, 403):
+            raise self._expired(claims, current, detail=_detail(r))
+        if r.status_code != 200:
+            raise errors.DiracXServerError(
+                self.url, f"refreshing the token of {claims.username}", status=r.status_code, detail=_detail(r)
+            )
+        try:
+            body = r.json()
+            body.setdefault("refresh_token", None)
+            if not body["refresh_token"]:
+                body["refresh_token"] = current.refresh_token  # legacy-exchange tokens are not rotated
+            return bundle.DiracxToken.from_token_response(body)
+        except (ValueError, TypeError, AttributeError):
+            # A 200 that is not a token response (a proxy's error page...): the message names no token.
+            raise errors.DiracXServerError(
+                self.url, f"refreshing the token of {claims.username}", detail="an answer that is not a token response"
+            ) from None
+
+    def _expired(self, claims: Claims, token: bundle.DiracxToken, detail: str = "") -> errors.SessionExpired:
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(_refresh_expires_on(token)))
+        except (OverflowError, OSError, ValueError):  # inf: a refresh token that is not a readable JWT
+            when = "an unknown time"
+        return errors.SessionExpired(claims.username, claims.group, until=when, detail=detail)
+
+    def _refresh_http(self) -> httpx.Client:
+        if self._refresh_client is None or self._refresh_pid != os.getpid():  # forked: not the parent's sockets
+            self._refresh_pid = os.getpid()
+            self._refresh_client = httpx.Client(
+                timeout=httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout),
+                verify=tls.verify_for(self.url),
+            )
+        return self._refresh_client
+
+    def _endpoint(self, client: httpx.Client) -> str:
+        """The token endpoint, discovered once per process (not per call, not per refresh)."""
+        if self._token_endpoint is None:
+            endpoint = f"{self.url}/api/auth/token"
+            try:
+                r = client.get(f"{self.url}/.well-known/openid-configuration")
+                if r.status_code == 200:
+                    endpoint = r.json().get("token_endpoint") or endpoint
+            except (httpx.TransportError, ValueError):
+                pass
+            self._token_endpoint = endpoint
+        return self._token_endpoint
+
+    # -- httpx.Auth ----------------------------------------------------------------------------
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.current()
+        request.headers["Authorization"] = f"Bearer {token.access_token}"
+        response = yield request
+        if response.status_code == 401:
+            token = self.refresh(token)
+            request.headers["Authorization"] = f"Bearer {token.access_token}"
+            yield request
+
+    def close(self) -> None:
+        if self._refresh_client is not None:
+            self._refresh_client.close()
+
+
+def _refresh_expires_on(token: bundle.DiracxToken) -> float:
+    """When the refresh token expires (its ``exp`` claim; DiracX verifies it, we only read it)."""
+    try:
+        return float(jwt.decode(token.refresh_token, options={"verify_signature": False})["exp"])
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        return float("inf")  # not a JWT we can read: let DiracX decide
+
+
+def _detail(response: httpx.Response) -> str:
+    """DiracX's ``detail`` (or the body), redacted and shortened, for a message."""
+    try:
+        detail: Any = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text
+    if not isinstance(detail, str):
+        detail = json.dumps(detail)
+    return errors.redact(detail)[:500]
