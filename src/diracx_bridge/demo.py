@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from diracx_bridge import capabilities
 from diracx_bridge.testing.grid import Grid
 
 JM = "DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient.JobMonitoringClient"
@@ -42,7 +43,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path(".state/demo"))
     args = parser.parse_args()
 
-    say("Starting the grid-in-a-box (MariaDB, DIRAC 9.1.22 DISET services, DiracX 0.7.0, moto S3)")
+    say(f"Starting the grid-in-a-box (MariaDB, DIRAC 9.1.22 DISET services, {capabilities.NAME}, moto S3)")
     grid = Grid(args.workdir)
     try:
         grid.start()
@@ -128,7 +129,7 @@ def step_disabled_vo(grid: Grid, legacy_job: int) -> None:
 
 
 def step_not_served(grid: Grid, legacy_job: int) -> None:
-    say("6. What DiracX 0.7.0 cannot serve yet is refused clearly (or sent to legacy if allowed)")
+    say(f"6. What {capabilities.NAME} cannot serve yet is refused clearly (or sent to legacy if allowed)")
     worker = grid.worker("ciuser", "civo_user")
     try:
         refused = worker.call(JM, "getJobJDL", legacy_job, False, cs={SWITCH: "yes"})

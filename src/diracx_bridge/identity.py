@@ -3,8 +3,8 @@
 DIRAC 9.1's FutureClients are built with no arguments and always use the default proxy, so
 ``proxyLocation``, ``useCertificates`` or a delegated identity are silently ignored. The bridge
 reads the same keyword arguments DISET's ``BaseClient`` honours, so an adapted call acts as the
-identity the legacy call would have acted as, or is routed to legacy when DiracX cannot (DiracX
-0.7.0 has no host identities and no delegation).
+identity the legacy call would have acted as, or is routed to legacy when DiracX cannot (DiracX has
+no host identities and no delegation: :data:`diracx_bridge.capabilities.IDENTITIES`).
 """
 
 from __future__ import annotations

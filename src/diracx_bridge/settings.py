@@ -80,7 +80,7 @@ def switch_option(service: str, name: str = SWITCH) -> str:
 def parse_bool(value: object, default: bool = False) -> bool:
     """A CS flag as DIRAC itself reads it: y/yes/true/1 (any case) are true, the rest false.
 
-    One rule for the routing and for cs-sync's consistency check; diracx 0.7.0's cs-sync only
+    One rule for the routing and for cs-sync's consistency check; diracx's own cs-sync only
     recognises the literal ``"True"``, which lets ``yes`` slip through its DisabledVOs guard.
     """
     if value is None:

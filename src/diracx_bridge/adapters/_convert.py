@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from DIRACCommon.Core.Utilities import DErrno
+
 from diracx_bridge import errors
 
 #: Jobs columns DIRAC reads as DATETIME (naive UTC on the legacy side, ISO 8601 in DiracX).
@@ -43,6 +45,72 @@ def check_types(method: str, args: Sequence[Any], types: Mapping[str, list[Any]]
 def _legacy_failure(exc: Exception) -> errors.BridgeError:
     """What DIRACCommon's ``convertToReturnValue`` makes of an exception, as the service does."""
     return errors.LegacyRefusal(f"{exc!r}: {exc}")
+
+
+#: The server DIRAC's databases run on, as its parse errors name it (DIRAC's own set-up uses MariaDB).
+SQL_SERVER = "MariaDB"
+#: MySQL/MariaDB quote at most this many characters of the statement in a parse error ("near '%-.80s'").
+_NEAR_CHARS = 80
+
+
+def mysql_error(code: int, text: str) -> errors.LegacyRefusal:
+    """A MySQL server error as DIRAC's ``MySQL._query`` reports it (``DErrno.EMYSQL``)."""
+    return errors.LegacyRefusal(f"Execution failed.: ({(code, text)!r} )", code=DErrno.EMYSQL)
+
+
+def sql_literal(value: Any) -> str:
+    """A value as DIRAC's ``MySQL._escapeValues`` writes it into a statement (everything quoted)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(sql_literal(v) for v in value) + ")"
+    if isinstance(value, bytes):
+        value = value.decode()
+    escaped = str(value)
+    for char, replacement in (
+        ("\\", "\\\\"),
+        ("\0", "\\0"),
+        ("\n", "\\n"),
+        ("\r", "\\r"),
+        ("'", "\\'"),
+        ('"', '\\"'),
+        ("\x1a", "\\Z"),
+    ):
+        escaped = escaped.replace(char, replacement)
+    return f"'{escaped}'"
+
+
+def empty_in_list_error(attr_dict: Mapping[str, Any], cut_date: Any = None) -> errors.LegacyRefusal | None:
+    """MySQL's refusal of the ``IN (  )`` that DIRAC's ``buildCondition`` writes for an empty list, or None.
+
+    The statement is rebuilt as ``buildCondition`` writes it (``AND``-joined conditions in the
+    order of the dict, then ``LastUpdateTime >= cutDate``), because MySQL quotes it from the
+    offending ``)`` on.
+    """
+    parts: list[str] = []
+    failed_at: int | None = None
+    for name, value in attr_dict.items():
+        column = f"`{str(name).replace('`', '')}`"
+        if isinstance(value, list):
+            if not value and failed_at is None:
+                failed_at = len(" AND ".join(parts)) + (5 if parts else 0) + len(column) + len(" IN (  ")
+            parts.append(f"{column} IN ( {', '.join(sql_literal(v) for v in value)} )")
+        elif value is None:
+            parts.append(f"{column} IS NULL")
+        else:
+            parts.append(f"{column} = {sql_literal(value)}")
+    if failed_at is None:
+        return None
+    if cut_date:
+        parts.append(f"`LastUpdateTime` >= {sql_literal(cut_date)}")
+    near = " AND ".join(parts)[failed_at:][:_NEAR_CHARS]
+    return mysql_error(
+        1064,
+        "You have an error in your SQL syntax; check the manual that corresponds to your "
+        f"{SQL_SERVER} server version for the right syntax to use near '{near}' at line 1",
+    )
 
 
 def job_ids_of(job_ids: Any) -> list[int]:

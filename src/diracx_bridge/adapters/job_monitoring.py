@@ -24,11 +24,16 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
-from DIRACCommon.Core.Utilities import DErrno
-
 from diracx_bridge import errors
 from diracx_bridge.adapters._base import Adapter, adapted
-from diracx_bridge.adapters._convert import CONVERTED_COLUMNS, from_diracx_value, job_ids_of, naive_utc
+from diracx_bridge.adapters._convert import (
+    CONVERTED_COLUMNS,
+    empty_in_list_error,
+    from_diracx_value,
+    job_ids_of,
+    mysql_error,
+    naive_utc,
+)
 from diracx_bridge.capabilities import JOBS_SEARCH
 
 #: The columns of DIRAC's ``Jobs`` table (DIRAC's JobDB.sql), which DiracX's search returns too.
@@ -234,22 +239,23 @@ class JobMonitoringAdapter(Adapter):
 
     @adapted(uses=[JOBS_SEARCH])
     def getJobs(self, attrDict: Any = None, cutDate: Any = None) -> list[str]:
+        # The legacy service hands attrDict to MySQL as it is: an empty list is "IN (  )", which
+        # MySQL refuses while parsing, before it looks at any column name.
+        syntax_error = empty_in_list_error(attrDict or {}, cutDate)
+        if syntax_error is not None:
+            raise syntax_error
         search: list[dict[str, Any]] = []
         for name, value in (attrDict or {}).items():
             column = _CANONICAL.get(str(name).lower())
             if column is None:
                 # What the legacy service answers: MariaDB's own refusal, wrapped by DIRAC's MySQL class.
-                raise errors.LegacyRefusal(
-                    f"Execution failed.: ((1054, \"Unknown column '{name}' in 'WHERE'\") )", code=DErrno.EMYSQL
-                )
+                raise mysql_error(1054, f"Unknown column '{name}' in 'WHERE'")
             if isinstance(value, list):
                 values = [_search_value(column, v) for v in value]
                 if len(values) == 1:
                     search.append({"parameter": column, "operator": "eq", "value": values[0]})
-                elif values:
-                    search.append({"parameter": column, "operator": "in", "values": values})
                 else:
-                    return []  # "IN ()" matches nothing (legacy MySQL rejects it; see the parity notes)
+                    search.append({"parameter": column, "operator": "in", "values": values})
             else:
                 search.append({"parameter": column, "operator": "eq", "value": _search_value(column, value)})
         if cutDate:

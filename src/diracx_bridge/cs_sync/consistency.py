@@ -2,8 +2,8 @@
 
 DIRAC 9.1 mints no DiracX token for a VO listed in /DiracX/DisabledVOs, but
 ``useLegacyAdapter`` routes *every* user of a FutureClientEnabled service to DiracX, whatever
-their VO: users of a disabled VO then fail with "No diracx token in the proxy file". diracx
-0.7.0's cs-sync refuses that combination only when the flag is the literal ``True``; DIRAC reads
+their VO: users of a disabled VO then fail with "No diracx token in the proxy file". diracx's
+own cs-sync refuses that combination only when the flag is the literal ``True``; DIRAC reads
 ``yes``, ``y``, ``true`` and ``1`` as true, so this check uses DIRAC's own rule (``parse_bool``).
 
 diracx-bridge routes the users of a disabled VO to the legacy services, so an installation whose

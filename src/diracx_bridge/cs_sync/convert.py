@@ -1,4 +1,4 @@
-"""Legacy CS -> DiracX configuration: the same result as diracx 0.7.0's cs-sync, with a report.
+"""Legacy CS -> DiracX configuration: the same result as diracx's own cs-sync, with a report.
 
 The conversion rules are diracx's (``dirac internal legacy cs-sync``), so that a CS diracx accepts
 gives the same configuration: ``/DiracX`` and the DIPS-only parts of ``/DIRAC`` go, ``/Registry``
@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from diracx_bridge.capabilities import NAME, RELEASE
 from diracx_bridge.cs_sync.consistency import check_disabled_vos
 from diracx_bridge.cs_sync.errors import InvalidCSError, Problem
 from diracx_bridge.cs_sync.paths import Provenance, csync_path, join
@@ -290,7 +291,7 @@ class RegistryBuilder:
                 group["Properties"] = []
                 self.report.add(
                     f"/Registry/Groups/{name}",
-                    "no Properties option: exported with no properties (diracx 0.7.0 refuses the CS)",
+                    f"no Properties option: exported with no properties (diracx {RELEASE} refuses the CS)",
                     Kind.ADJUSTED,
                 )
             groups[name] = group
@@ -320,7 +321,7 @@ class RegistryBuilder:
                 self.report.add(
                     csync_path(vo.name, "UserSubjects", owners[subject]),
                     f"subject {subject!r} is also given to {nickname!r}: only {nickname!r} is exported "
-                    "for it (diracx 0.7.0 does the same)",
+                    f"for it (diracx {RELEASE} does the same)",
                     Kind.WARNING,
                 )
             owners[subject] = nickname
@@ -332,7 +333,7 @@ class RegistryBuilder:
         if users is None:
             self.report.add(
                 f"/Registry/Groups/{name}",
-                "no Users option: exported as an empty group (diracx 0.7.0 crashes on it)",
+                f"no Users option: exported as an empty group (diracx {RELEASE} crashes on it)",
                 Kind.ADJUSTED,
             )
             return set()
@@ -346,7 +347,7 @@ class RegistryBuilder:
             self.report.add(
                 path,
                 "lists users without a /Registry/Users entry: their subject is in the group, but DiracX knows "
-                "no such user (diracx 0.7.0 does the same)",
+                f"no such user (diracx {RELEASE} does the same)",
                 Kind.WARNING,
                 nickname,
             )
@@ -362,7 +363,7 @@ class RegistryBuilder:
             user["DNs"] = []
             self.report.add(
                 path,
-                "no DN option: exported without DNs (diracx 0.7.0 crashes on it)",
+                f"no DN option: exported without DNs (diracx {RELEASE} crashes on it)",
                 Kind.ADJUSTED,
             )
         elif isinstance(raw_dn, str):
@@ -395,7 +396,7 @@ class RegistryBuilder:
             if not isinstance(info, dict):
                 self.report.add(path, "an option where a group section is expected")
             elif "VO" not in info:
-                self.report.add(path, "no VO option: a DiracX group belongs to one VO (diracx 0.7.0 skips it too)")
+                self.report.add(path, f"no VO option: a DiracX group belongs to one VO (diracx {RELEASE} skips it too)")
             elif info["VO"] not in self.synced:
                 self.report.add(
                     path,
@@ -436,7 +437,7 @@ class RegistryBuilder:
                 for host in value:
                     self.report.add(
                         f"/Registry/Hosts/{host}",
-                        "DiracX 0.7.0 has no host identities: agents and services using this host certificate "
+                        f"{NAME} has no host identities: agents and services using this host certificate "
                         "are unknown to DiracX",
                     )
             elif key not in _REGISTRY_HANDLED:

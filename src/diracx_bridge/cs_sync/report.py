@@ -1,6 +1,6 @@
 """What the export did not carry over, or carried over differently, with the CS path of each entry.
 
-diracx 0.7.0's cs-sync drops users without a subject, hosts, sites and unknown options without a
+diracx's own cs-sync drops users without a subject, hosts, sites and unknown options without a
 word; admins find out when someone cannot log in. Here nothing is dropped without an entry, and
 the same report goes to the terminal and into the commit message, so the history says why the
 DiracX configuration differs from the legacy CS.

@@ -1,6 +1,6 @@
 """Walk the legacy data alongside DiracX's ``Config`` model and take out what it does not model.
 
-diracx 0.7.0 either refuses the whole CS for one unknown option (``extra="forbid"`` models:
+diracx's own cs-sync either refuses the whole CS for one unknown option (``extra="forbid"`` models:
 users, groups, Operations, DIRAC) or drops whole sections without a trace (``extra="ignore"``:
 Resources keeps only Computing/OSCompatibility). Here both cases become report entries with the
 legacy CS path, and the rest is carried over untouched. The walk reads the model classes
@@ -19,6 +19,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from diracx_bridge.capabilities import NAME, RELEASE
 from diracx_bridge.cs_sync.paths import Provenance
 from diracx_bridge.cs_sync.report import Kind, Report
 
@@ -27,10 +28,10 @@ _SECRET_NAME = re.compile(r"(password|passwd|secret|apikey|api_key|privatekey|pr
 
 #: Reasons that say more than "not modelled", by legacy path prefix.
 _HINTS = {
-    "/Resources/Sites": "DiracX 0.7.0 does not model sites, CEs or queues; they stay in the legacy CS",
-    "/Resources/StorageElements": "DiracX 0.7.0 does not model storage elements; they stay in the legacy CS",
-    "/Resources/StorageElementBases": "DiracX 0.7.0 does not model storage elements; they stay in the legacy CS",
-    "/Resources/FileCatalogs": "DiracX 0.7.0 does not model file catalogs; they stay in the legacy CS",
+    "/Resources/Sites": f"{NAME} does not model sites, CEs or queues; they stay in the legacy CS",
+    "/Resources/StorageElements": f"{NAME} does not model storage elements; they stay in the legacy CS",
+    "/Resources/StorageElementBases": f"{NAME} does not model storage elements; they stay in the legacy CS",
+    "/Resources/FileCatalogs": f"{NAME} does not model file catalogs; they stay in the legacy CS",
 }
 
 _MAPPING_ORIGINS = (dict, Mapping, MutableMapping)
@@ -145,9 +146,9 @@ class Pruner:
         if reason is None:
             where = f"DiracX's {model.__name__} model has no such field"
             reason = (
-                f"{where} (diracx 0.7.0's cs-sync refuses the whole CS because of it)"
+                f"{where} (diracx {RELEASE}'s cs-sync refuses the whole CS because of it)"
                 if refused
-                else f"{where} (diracx 0.7.0 drops it without a word)"
+                else f"{where} (diracx {RELEASE} drops it without a word)"
             )
         if isinstance(value, dict):
             options = count_options(value)

@@ -119,7 +119,7 @@ def validate(raw: dict[str, Any], provenance: Provenance, config_class: type[Bas
 
     ``raw`` is consumed (the legacy adaptor rewrites it in place).
 
-    OSCompatibility is validated outside legacy mode: diracx 0.7.0's legacy adaptor for it looks
+    OSCompatibility is validated outside legacy mode: diracx's legacy adaptor for it looks
     up ``OSCompatibility`` *inside* the OSCompatibility mapping and so always yields ``{}``, which
     would silently empty the platform table DiracX uses to match jobs to platforms.
     """
@@ -187,7 +187,7 @@ def _comma_list(value: Any) -> Any:
 
 
 def _computing_model(config_class: type[BaseModel]) -> type[BaseModel] | None:
-    """``Resources.Computing`` of the Config class, if it has the shape diracx 0.7.0 gives it."""
+    """``Resources.Computing`` of the Config class, if it has the shape the targeted diracx release gives it."""
     from diracx_bridge.cs_sync.schema import fields_of, shape_of
 
     resources = shape_of(fields_of(config_class).get("Resources"))

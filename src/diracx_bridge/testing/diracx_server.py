@@ -1,4 +1,4 @@
-"""A real DiracX 0.7.0 server (uvicorn) for the grid-in-a-box, the demo and the benchmarks.
+"""A real DiracX server (uvicorn) for the grid-in-a-box, the demo and the benchmarks.
 
 It is the server DiracX ships, configured through its own environment variables (see
 ``diracx.core.settings``): a git config repository, a signing keystore, a legacy-exchange key,
@@ -25,7 +25,7 @@ import yaml
 
 from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port, run_logged
 
-#: The databases DiracX 0.7.0 declares (entry points ``diracx.dbs.sql``), by settings name.
+#: The databases DiracX declares (entry points ``diracx.dbs.sql``), by settings name.
 SQL_DB_NAMES = (
     "AuthDB",
     "JobDB",

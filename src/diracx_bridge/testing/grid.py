@@ -1,4 +1,4 @@
-"""The grid-in-a-box: a real DIRAC 9.1.22 and a real DiracX 0.7.0 sharing real MariaDB databases.
+"""The grid-in-a-box: a real DIRAC 9.1.22 and a real DiracX sharing real MariaDB databases.
 
 Everything runs on loopback, on free ports, under one working directory:
 
@@ -210,7 +210,7 @@ class Grid:
     def sync_diracx_config(self, message: str = "grid-in-a-box: registry from dirac.cfg") -> None:
         """(Re)write DiracX's config repository from the current ``dirac.cfg``.
 
-        The conversion is diracx 0.7.0's own ``dirac internal legacy cs-sync``, so the two sides
+        The conversion is diracx's own ``dirac internal legacy cs-sync``, so the two sides
         of the grid start from a registry both agree on.
         """
         out = self.workdir / "diracx-default.yml"

@@ -252,8 +252,33 @@ def test_get_jobs_returns_strings(adapter: JobMonitoringAdapter) -> None:
     assert all(isinstance(j, str) for j in jobs)
 
 
-def test_get_jobs_empty_list_matches_nothing(adapter: JobMonitoringAdapter, diracx: FakeDiracX) -> None:
-    assert ok(adapter.getJobs({"Status": []})) == []
+#: What the legacy service answered on the grid-in-a-box (MariaDB), word for word.
+LEGACY_EMPTY_IN = (
+    'Execution failed.: ((1064, "You have an error in your SQL syntax; check the manual that corresponds to your '
+    "MariaDB server version for the right syntax to use near '{near}' at line 1\") )"
+)
+
+
+@pytest.mark.parametrize(
+    ("attr_dict", "cut", "near"),
+    [
+        ({"Status": []}, None, ")"),
+        ({"Status": [], "Owner": "ciuser"}, None, ") AND `Owner` = 'ciuser'"),
+        ({"Owner": "o'neil", "Status": []}, None, ")"),
+        ({"Status": [], "Site": ["A", "B"], "Foo": None}, None, ") AND `Site` IN ( 'A', 'B' ) AND `Foo` IS NULL"),
+        ({"Status": []}, "2025-01-02", ") AND `LastUpdateTime` >= '2025-01-02'"),
+        ({"Status": [], "JobGroup": "x" * 100}, None, (") AND `JobGroup` = '" + "x" * 100)[:80]),
+        ({"Colour": [], "Status": "Done"}, None, ") AND `Status` = 'Done'"),  # a syntax error comes before names
+    ],
+)
+def test_get_jobs_with_an_empty_list_is_mysqls_syntax_error(
+    adapter: JobMonitoringAdapter, diracx: FakeDiracX, attr_dict: dict[str, Any], cut: Any, near: str
+) -> None:
+    """Legacy writes ``IN (  )``, which MySQL refuses while parsing, quoting the rest of the statement."""
+    result = adapter.getJobs(attr_dict, cut)
+    assert result["OK"] is False
+    assert result["Errno"] == DErrno.EMYSQL
+    assert LEGACY_EMPTY_IN.format(near=near) in result["Message"]
     assert diracx.sent == []
 
 
