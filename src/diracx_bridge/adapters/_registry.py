@@ -98,6 +98,8 @@ def _discover() -> Registry:
         elif inspect.isclass(target) and issubclass(target, Adapter) and target.SERVICE:
             classes = [target]
         else:
+            classes = []
+        if not classes:
             registry.problems.append(f"{origin} is neither an Adapter subclass with a SERVICE nor a module of them")
             continue
         for cls in classes:

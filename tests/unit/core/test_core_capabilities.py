@@ -51,7 +51,9 @@ def test_a_route_the_server_lacks_is_not_served_and_says_which(proxy: Path, dira
 
 
 def test_a_route_the_server_lacks_goes_to_legacy_when_allowed(proxy: Path, diracx: FakeDiracX) -> None:
-    diracx.overrides[("GET", OPENAPI)] = lambda _request: httpx.Response(200, json=openapi_document([capabilities.USERINFO]))
+    diracx.overrides[("GET", OPENAPI)] = lambda _request: httpx.Response(
+        200, json=openapi_document([capabilities.USERINFO])
+    )
     legacy = Legacy()
     assert adapter(proxy, fallback=True, legacy=legacy).getJobsStatus([1, 2]) == {"OK": True, "Value": "legacy"}
     assert legacy.calls == [("getJobsStatus", ([1, 2],))]  # the caller's own arguments

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from core_test_helpers import dict_reader, diracx_route
 
-from diracx_bridge import routing
+from diracx_bridge import routing, settings
 from diracx_bridge.adapters import UnservedService, adapter_for
 from diracx_bridge.adapters.job_monitoring import JobMonitoringAdapter
 from diracx_bridge.identity import Caller, CallerKind
@@ -144,6 +144,71 @@ def test_current_option_does_not_warn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routing, "logger", lambda: recorder)
     decide(JM, {}, read=dict_reader(ON), caller=ALICE)
     assert recorder.calls == []
+
+
+# --- DIRAC's own switch function -------------------------------------------------------------------
+
+
+@pytest.fixture
+def dirac_cs(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """This process's real DIRAC CS, with options set for one test and removed afterwards."""
+    from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+
+    added: list[str] = []
+
+    def set_option(path: str, value: str) -> None:
+        gConfigurationData.setOptionInCFG(path, value)
+        added.append(path)
+        settings.clear_cache()
+
+    yield set_option
+    for path in added:
+        gConfigurationData.deleteOptionInCFG(path)
+    settings.clear_cache()
+
+
+def patch_use_legacy_adapter(monkeypatch: pytest.MonkeyPatch, answer: bool) -> list[str]:
+    """As DIRAC's own comparison tests switch a service (tests/Integration/FutureClient/utils.py)."""
+    asked: list[str] = []
+    monkeypatch.setattr(
+        "DIRAC.Core.Tornado.Client.ClientSelector.useLegacyAdapter", lambda *args: asked.append(args[0]) or answer
+    )
+    return asked
+
+
+def test_a_patched_use_legacy_adapter_switches_the_service_on(monkeypatch: pytest.MonkeyPatch, dirac_cs: Any) -> None:
+    asked = patch_use_legacy_adapter(monkeypatch, True)
+    route = decide(JM, {}, caller=ALICE)  # no /DiracX/FutureClientEnabled in this process's CS
+    assert route.use_diracx is True
+    assert route.reason == f"DIRAC's useLegacyAdapter('{JM}') is true"
+    assert asked == [JM]  # asked at call time, not cached
+
+
+def test_a_patched_use_legacy_adapter_switches_the_service_off(monkeypatch: pytest.MonkeyPatch, dirac_cs: Any) -> None:
+    dirac_cs(f"/DiracX/FutureClientEnabled/{JM}", "yes")
+    assert decide(JM, {}, caller=ALICE).use_diracx is True
+    patch_use_legacy_adapter(monkeypatch, False)
+    route = decide(JM, {}, caller=ALICE)
+    assert route.use_diracx is False and route.switched_on is False
+    assert route.reason == f"/DiracX/FutureClientEnabled/{JM} is off"
+
+
+def test_the_bridges_own_rules_stay_on_top_of_dirac_switch(monkeypatch: pytest.MonkeyPatch, dirac_cs: Any) -> None:
+    """DisabledVOs, the service's VO list and the deprecated name still apply to a patched switch."""
+    patch_use_legacy_adapter(monkeypatch, True)
+    dirac_cs("/DiracX/DisabledVOs", "civo")
+    route = decide(JM, {}, caller=ALICE)
+    assert route.use_diracx is False and route.switched_on is True
+    assert route.reason == "VO civo is in /DiracX/DisabledVOs"
+
+
+def test_the_deprecated_name_still_switches_on(monkeypatch: pytest.MonkeyPatch, dirac_cs: Any) -> None:
+    """DIRAC's function no longer reads LegacyClientEnabled; the bridge still does."""
+    patch_use_legacy_adapter(monkeypatch, False)
+    dirac_cs(f"/DiracX/LegacyClientEnabled/{JM}", "yes")
+    route = decide(JM, {}, caller=ALICE)
+    assert route.use_diracx is True
+    assert route.reason == f"/DiracX/LegacyClientEnabled/{JM} is on (deprecated name)"
 
 
 # --- select ----------------------------------------------------------------------------------------
