@@ -104,7 +104,30 @@ def _check(bridge: cs.BridgeSettings) -> int:
         print(f"\nDiracX check: {bridge.url} unreachable ({type(exc).__name__}: {exc})")
         return 1
     print(f"\nDiracX check: {bridge.url} answered {response.status_code} {response.text.strip()[:80]}")
+    _check_routes(bridge)
     return 0 if response.status_code == 200 else 1
+
+
+def _check_routes(bridge: cs.BridgeSettings) -> None:
+    """Whether the server has every route the adapters use (its OpenAPI document; no token needed)."""
+    import httpx
+
+    assert bridge.url is not None
+    try:
+        response = httpx.get(
+            f"{bridge.url}{capabilities.OPENAPI_PATH}", timeout=bridge.read_timeout, verify=_verify(bridge)
+        )
+        found = capabilities.from_openapi(bridge.url, response.json()) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        found, why = None, f"{type(exc).__name__}"
+    else:
+        why = f"HTTP {response.status_code}" if found is None else ""
+    caps = found or capabilities.table(bridge.url, f"{capabilities.OPENAPI_PATH} unavailable: {why}")
+    print(f"DiracX routes: {len(caps.routes)}, from {caps.source}")
+    for service, cls in sorted(registry().adapters.items()):
+        lacking = {name: caps.missing(uses) for name, uses in cls.served().items() if caps.missing(uses)}
+        for name, missing in sorted(lacking.items()):
+            print(f"  {service}.{name} is not served: the server has no {', '.join(map(str, missing))}")
 
 
 def _verify(bridge: cs.BridgeSettings) -> Any:

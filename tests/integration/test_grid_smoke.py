@@ -96,3 +96,15 @@ def test_every_grid_server_listens_on_loopback_only(grid):
                     listening.append((proc.name, conn.laddr.ip, conn.laddr.port))
     assert {name for name, _, _ in listening} >= {"mariadb", "diracx-uvicorn", "dirac-service-WorkloadManagement"}
     assert [entry for entry in listening if entry[1] not in allowed] == []
+
+
+def test_the_release_route_table_is_what_the_real_server_documents(gs):
+    """capabilities.ROUTES (used when a server hides its OpenAPI document) is the real server's own list."""
+    from diracx_bridge import capabilities
+
+    with gs.diracx() as dx:
+        document = dx.get(capabilities.OPENAPI_PATH).json()
+    served = capabilities.from_openapi("grid", document)
+    assert served is not None
+    missing = sorted(map(str, capabilities.ROUTES - served.routes))
+    assert missing == [], f"capabilities.ROUTES lists routes this DiracX does not have: {missing}"

@@ -37,8 +37,11 @@ def test_status_for_a_diracx_vo(gs, grid, switched_on):
     assert "WorkloadManagement/JobMonitoring         -> DiracX" in out
     assert "WorkloadManagement/JobManager            -> DiracX  (/DiracX/FutureClientEnabled" in out
     assert "no adapter" in out
-    assert "not served by DiracX: getInputData, getJobHeartBeatData, getJobJDL" in out
+    assert "not served by DiracX 0.7.0: echo, getInputData, getJobHeartBeatData, getJobJDL" in out
     assert "answered 200" in out
+    # The server's own OpenAPI document says it has every route the adapters use.
+    assert "DiracX routes: " in out and "from its OpenAPI document" in out
+    assert "is not served: the server has no" not in out
     # Every hook is in place or waits for its DIRAC module; none failed.
     assert "DIRAC.FrameworkSystem.scripts.dirac_proxy_init.addTokenToPEM: replaced when DIRAC loads" in out
     assert "failed" not in out

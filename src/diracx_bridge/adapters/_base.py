@@ -151,10 +151,16 @@ class Adapter:
 
     # --- the surface ------------------------------------------------------------------------------
 
+    _LEGACY_TYPES: ClassVar[dict[str, list[Any]]] = BASE_TYPES
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._LEGACY_TYPES = BASE_TYPES | cls.TYPES  # once per class: it is read on every call
+
     @classmethod
     def legacy_types(cls) -> dict[str, list[Any]]:
         """The legacy service's methods and their DISET type lists (the handler's and DISET's own)."""
-        return BASE_TYPES | cls.TYPES
+        return cls._LEGACY_TYPES
 
     @classmethod
     def served(cls) -> dict[str, tuple[Endpoint, ...]]:
