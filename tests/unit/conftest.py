@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from diracx_bridge import settings
+from diracx_bridge import capabilities, settings
+from diracx_bridge.adapters import _registry
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +56,9 @@ def proxy_pem() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_settings_cache() -> None:
-    """Settings are cached per process (per DIRAC CS version): no test sees another's."""
+def _fresh_process_caches() -> None:
+    """Settings (per DIRAC CS version), the adapter registry and the DiracX server's capabilities are
+    cached per process: no test sees another's."""
     settings.clear_cache()
+    _registry.forget()
+    capabilities.forget()

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from core_test_helpers import FakeDiracX, HttpxWithTransport, make_token
 
-from diracx_bridge import capabilities, routing, session
-from diracx_bridge.adapters import _registry
+from diracx_bridge import routing, session
 from diracx_bridge.proxy_token_exchange.bundle import DiracxToken, write_token
 from diracx_bridge.session import _auth as session_auth
 from diracx_bridge.session import _session as session_pool
@@ -63,7 +62,5 @@ def diracx(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDiracX]:
 
 @pytest.fixture(autouse=True)
 def _fresh_routing_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Deprecation warnings, adapters and server capabilities are process-wide caches: each test starts clean."""
+    """Deprecation warnings are a process-wide cache too: each test starts clean."""
     monkeypatch.setattr(routing, "_deprecations_warned", set())
-    _registry.forget()
-    capabilities.forget()
