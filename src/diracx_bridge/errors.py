@@ -29,7 +29,14 @@ error into another::
     │   └── DiracXRejected ................. EVALUE       other 4xx (status and detail kept)
     └── ExchangeError                                     the ProxyManager's legacy exchange
         ├── ExchangeRefused ................ ENOAUTH      DiracX will not mint a token for this identity
+        │   ├── GroupWithoutVO                            the DIRAC group has no VO
+        │   ├── VONotInDiracX                             the VO is not synced to DiracX
+        │   ├── UserWithoutSubject                        the user has no IdP subject for DiracX
+        │   └── RegistryBehind                            DiracX's registry lags behind the DIRAC CS
         └── ExchangeMisconfigured .......... ECONF        URL, API key or route not set up
+            ├── ExchangeOptionMissing                     the ProxyManager's CS lacks an option
+            ├── ExchangeKeyRefused                        DiracX refuses the ProxyManager's API key
+            └── ExchangeDisabled                          DiracX has the legacy exchange switched off
 
 Anything else raised inside an adapter is a bug in the bridge; ``convertToReturnValue`` still
 turns it into an ``S_ERROR`` rather than letting it escape into DIRAC.
@@ -43,7 +50,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from DIRACCommon.Core.Utilities import DErrno
 from DIRACCommon.Core.Utilities.ReturnValues import S_ERROR, SErrorException
@@ -327,7 +334,80 @@ class ExchangeRefused(ExchangeError):
     code = DErrno.ENOAUTH
 
 
+class GroupWithoutVO(ExchangeRefused):
+    def __init__(self, group: str) -> None:
+        super().__init__(
+            f"group {group} belongs to no VO in the DIRAC Registry, so DiracX cannot mint a token for it: "
+            f"ask the DIRAC administrators to set /Registry/Groups/{group}/VO"
+        )
+
+
+class VONotInDiracX(ExchangeRefused):
+    def __init__(self, vo: str) -> None:
+        super().__init__(
+            f"VO {vo} is not in /DiracX/CsSync/VOs, so DiracX does not know it: ask the DIRAC administrators "
+            f"to add it there and run cs-sync (or to list {vo} in /DiracX/DisabledVOs until it moves to DiracX)"
+        )
+
+
+class UserWithoutSubject(ExchangeRefused):
+    def __init__(self, user: str, vo: str) -> None:
+        super().__init__(
+            f"user {user} has no subject in /DiracX/CsSync/VOs/{vo}/UserSubjects: ask your VO admin to add "
+            f"{user}'s identity-provider subject there (DiracX learns its users from it through cs-sync)"
+        )
+
+
+class RegistryBehind(ExchangeRefused):
+    """DiracX's registry disagrees with the DIRAC CS: a user, group or property it does not know yet."""
+
+    def __init__(self, user: str, group: str, *, vo: str | None = None, detail: str) -> None:
+        if vo is None:  # 403: the group is known, a property is not
+            message = (
+                f"DiracX refused a token to {user} for group {group} ({detail}): DiracX's registry disagrees with "
+                "the DIRAC CS about this user's groups or properties; ask the DIRAC administrators to run cs-sync"
+            )
+        else:
+            message = (
+                f"DiracX does not know user {user} in group {group} of VO {vo} (it answered: {detail}), although "
+                "the DIRAC CS has them: DiracX's registry lags behind; ask the DIRAC administrators to run cs-sync"
+            )
+        super().__init__(message)
+
+
 class ExchangeMisconfigured(ExchangeError):
     """The ProxyManager or DiracX is not set up for the legacy exchange (URL, key, route disabled)."""
 
     code = DErrno.ECONF
+
+
+class ExchangeOptionMissing(ExchangeMisconfigured):
+    _FIX: ClassVar[dict[str, str]] = {
+        "URL": "the DIRAC administrators must set it (or list the VO in /DiracX/DisabledVOs)",
+        "LegacyExchangeApiKey": "the DIRAC administrators must set it on the ProxyManager's host "
+        "(dirac-configure --LegacyExchangeApiKey=...)",
+    }
+
+    def __init__(self, option: str) -> None:
+        name = option.rpartition("/")[2]
+        fix = self._FIX.get(name, "ask the DIRAC administrators to set it (or to list your VO in /DiracX/DisabledVOs)")
+        super().__init__(
+            f"the ProxyManager's configuration has no {option}, so it cannot exchange proxies for DiracX tokens: {fix}"
+        )
+
+
+class ExchangeKeyRefused(ExchangeMisconfigured):
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(
+            f"DiracX at {url} refused the ProxyManager's legacy-exchange API key ({detail}): the DIRAC administrators "
+            "must make /DiracX/LegacyExchangeApiKey of the ProxyManager match DiracX's "
+            "DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY"
+        )
+
+
+class ExchangeDisabled(ExchangeMisconfigured):
+    def __init__(self, url: str, detail: str, vo: str) -> None:
+        super().__init__(
+            f"DiracX at {url} has the legacy exchange switched off ({detail}): the DiracX administrators must set "
+            f"DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY (or the DIRAC administrators list {vo} in /DiracX/DisabledVOs)"
+        )

@@ -182,21 +182,11 @@ def refusal(status: int, detail: str, *, user: str, group: str, url: str, view: 
     if status == 400:
         return _registry_refusal(detail, user=user, group=group, view=view)
     if status == 401:
-        return ExchangeMisconfigured(
-            f"DiracX at {url} refused the ProxyManager's legacy-exchange API key ({detail}): the DIRAC administrators "
-            "must make /DiracX/LegacyExchangeApiKey of the ProxyManager match DiracX's "
-            "DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY"
-        )
+        return errors.ExchangeKeyRefused(url, detail)
     if status == 403:
-        return ExchangeRefused(
-            f"DiracX refused a token to {user} for group {group} ({detail}): DiracX's registry disagrees with the "
-            "DIRAC CS about this user's groups or properties; ask the DIRAC administrators to run cs-sync"
-        )
+        return errors.RegistryBehind(user, group, detail=detail)
     if status == 503:
-        return ExchangeMisconfigured(
-            f"DiracX at {url} has the legacy exchange switched off ({detail}): the DiracX administrators must set "
-            f"DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY (or the DIRAC administrators list {vo} in /DiracX/DisabledVOs)"
-        )
+        return errors.ExchangeDisabled(url, detail, vo)
     if status >= 500:
         return errors.DiracXServerError(url, f"the legacy exchange for {user}", status=status, detail=detail)
     return ExchangeRefused(f"DiracX at {url} refused the legacy exchange for {user} (HTTP {status}: {detail})")
@@ -206,24 +196,12 @@ def _registry_refusal(detail: str, *, user: str, group: str, view: RegistryView)
     """DiracX's 400: it does not know the user, the group or the VO; the DIRAC CS tells which."""
     vo = view.vo
     if not vo:
-        return ExchangeRefused(
-            f"group {group} belongs to no VO in the DIRAC Registry, so DiracX cannot mint a token for it: "
-            f"ask the DIRAC administrators to set /Registry/Groups/{group}/VO"
-        )
+        return errors.GroupWithoutVO(group)
     if not view.vo_synced:
-        return ExchangeRefused(
-            f"VO {vo} is not in /DiracX/CsSync/VOs, so DiracX does not know it: ask the DIRAC administrators "
-            f"to add it there and run cs-sync (or to list {vo} in /DiracX/DisabledVOs until it moves to DiracX)"
-        )
+        return errors.VONotInDiracX(vo)
     if not view.has_subject:
-        return ExchangeRefused(
-            f"user {user} has no subject in /DiracX/CsSync/VOs/{vo}/UserSubjects: ask your VO admin to add "
-            f"{user}'s identity-provider subject there (DiracX learns its users from it through cs-sync)"
-        )
-    return ExchangeRefused(
-        f"DiracX does not know user {user} in group {group} of VO {vo} (it answered: {detail}), although the "
-        "DIRAC CS has them: DiracX's registry lags behind; ask the DIRAC administrators to run cs-sync"
-    )
+        return errors.UserWithoutSubject(user, vo)
+    return errors.RegistryBehind(user, group, vo=vo, detail=detail)
 
 
 def unreachable(url: str, exc: BaseException | str) -> errors.DiracXUnreachable:
@@ -296,15 +274,9 @@ class Exchanger:
         """DIRAC's ``get_token``: the DiracX ``TokenResponse`` dict, or a :class:`BridgeError`."""
         settings = exchange_settings(self._read)
         if not settings.url:
-            raise ExchangeMisconfigured(
-                "the ProxyManager's configuration has no /DiracX/URL, so it cannot exchange proxies for DiracX "
-                "tokens: the DIRAC administrators must set it (or list the VO in /DiracX/DisabledVOs)"
-            )
+            raise errors.ExchangeOptionMissing("/DiracX/URL")
         if not settings.api_key:
-            raise ExchangeMisconfigured(
-                "the ProxyManager's configuration has no /DiracX/LegacyExchangeApiKey: the DIRAC administrators "
-                "must set it on the ProxyManager's host (dirac-configure --LegacyExchangeApiKey=...)"
-            )
+            raise errors.ExchangeOptionMissing("/DiracX/LegacyExchangeApiKey")
         properties = frozenset(dirac_properties)
         key: CacheKey = (settings.url, username, group, properties, expires_minutes is None)
         with self._stripes[hash(key) % _STRIPES]:

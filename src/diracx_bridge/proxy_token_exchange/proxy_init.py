@@ -153,10 +153,7 @@ def explain_failure(result: Mapping[str, Any], *, path: str, group: str, vo: str
         return Outcome("failed", error.message, transient=True, code=error.code)
     if "Missing mandatory /DiracX/" in inner:
         option = re.search(r"/DiracX/\w+", inner)
-        error = errors.ExchangeMisconfigured(
-            f"the ProxyManager's configuration has no {option.group(0) if option else '/DiracX option'}: "
-            "ask the DIRAC administrators to set it (or to list your VO in /DiracX/DisabledVOs)"
-        )
+        error = errors.ExchangeOptionMissing(option.group(0) if option else "/DiracX option")
         return Outcome("failed", error.message, code=error.code)
     errno_ = result.get("Errno")
     code = errno_ if isinstance(errno_, int) and errno_ else DErrno.EATOKENFIND

@@ -73,7 +73,14 @@ EXAMPLES = [
     (errors.Forbidden("reading jobs", who="ann", requires="JobAdministrator"), errno.EPERM, "needs JobAdministrator"),
     (errors.DiracXRejected("reading jobs", status=422, detail="bad"), DErrno.EVALUE, "(HTTP 422): bad"),
     (errors.ExchangeRefused("DiracX does not know ann"), DErrno.ENOAUTH, "does not know ann"),
+    (errors.GroupWithoutVO("g"), DErrno.ENOAUTH, "set /Registry/Groups/g/VO"),
+    (errors.VONotInDiracX("v"), DErrno.ENOAUTH, "VO v is not in /DiracX/CsSync/VOs"),
+    (errors.UserWithoutSubject("ann", "v"), DErrno.ENOAUTH, "/DiracX/CsSync/VOs/v/UserSubjects"),
+    (errors.RegistryBehind("ann", "g", vo="v", detail="no"), DErrno.ENOAUTH, "run cs-sync"),
     (errors.ExchangeMisconfigured("no key"), DErrno.ECONF, "no key"),
+    (errors.ExchangeOptionMissing("/DiracX/URL"), DErrno.ECONF, "has no /DiracX/URL"),
+    (errors.ExchangeKeyRefused("http://x", "bad"), DErrno.ECONF, "DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY"),
+    (errors.ExchangeDisabled("http://x", "off", "v"), DErrno.ECONF, "list v in /DiracX/DisabledVOs"),
 ]
 
 
