@@ -14,16 +14,14 @@ import os
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 
-from diracx_bridge import errors, tls
-from diracx_bridge.proxy_token_exchange import bundle
+from diracx_bridge import errors, tls, tokens
 from diracx_bridge.settings import BridgeSettings
+from diracx_bridge.tokens import Claims, DiracxToken
 
 #: Refresh this long before the access token expires (DiracX's own client uses 300 s of a
 #: 20-minute token; a shorter margin halves the refreshes of short scripts).
@@ -34,32 +32,6 @@ _RETRY_STATUSES = frozenset({502, 503, 504})
 _BACKOFF = (0.2, 0.6, 1.5)
 
 
-@dataclass(frozen=True)
-class Claims:
-    """The identity inside an access token (read, not verified: DiracX verifies it)."""
-
-    username: str
-    group: str
-    vo: str
-    properties: tuple[str, ...]
-
-    @classmethod
-    def of(cls, access_token: str) -> Claims:
-        try:
-            c = jwt.decode(access_token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            return cls("?", "?", "?", ())
-        return cls(
-            str(c.get("preferred_username", "?")),
-            str(c.get("dirac_group", "?")),
-            str(c.get("vo", "?")),
-            tuple(c.get("dirac_properties", ())),
-        )
-
-    def describe(self) -> str:
-        return f"{self.username} (group {self.group}, properties {', '.join(self.properties) or 'none'})"
-
-
 class TokenAuth(httpx.Auth):
     """Bearer auth from a proxy file's DIRACX block, refreshed and written back as needed."""
 
@@ -68,7 +40,7 @@ class TokenAuth(httpx.Auth):
         self.url = url
         self.settings = settings
         self._lock = threading.Lock()
-        self._token: bundle.DiracxToken | None = None
+        self._token: DiracxToken | None = None
         self._signature: tuple[int, int, int] | None = None
         self._token_endpoint: str | None = None
         self._refresh_client: httpx.Client | None = None
@@ -83,28 +55,18 @@ class TokenAuth(httpx.Auth):
             raise errors.ProxyFileNotFound(self.proxy_path) from None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _read(self) -> bundle.DiracxToken:
-        try:
-            return bundle.read_token(self.proxy_path)
-        except bundle.NoTokenBlock:
-            raise errors.NoTokenBlock(self.proxy_path) from None
-        except bundle.ProxyFileNotFound:
-            raise errors.ProxyFileNotFound(self.proxy_path) from None
-        except bundle.BundleError as exc:
-            raise errors.TokenFileError(str(exc), self.proxy_path, fix="") from None
-
-    def current(self) -> bundle.DiracxToken:
+    def current(self) -> DiracxToken:
         """The token to send now: cached, re-read if the file changed, refreshed if expiring."""
         with self._lock:
             signature = self._file_signature()
             if self._token is None or signature != self._signature:
-                self._token = self._read()
+                self._token = tokens.read_token(self.proxy_path)
                 self._signature = signature
             if self._token.expired(margin=REFRESH_MARGIN):
                 self._refresh_locked(stale=self._token)
             return self._token
 
-    def refresh(self, stale: bundle.DiracxToken) -> bundle.DiracxToken:
+    def refresh(self, stale: DiracxToken) -> DiracxToken:
         """Refresh after DiracX refused ``stale`` (a 401), unless someone already did."""
         with self._lock:
             self._refresh_locked(stale=stale, force=True)
@@ -113,8 +75,8 @@ class TokenAuth(httpx.Auth):
 
     # -- refreshing ----------------------------------------------------------------------------
 
-    def _refresh_locked(self, *, stale: bundle.DiracxToken, force: bool = False) -> None:
-        def renew(current: bundle.DiracxToken | None) -> bundle.DiracxToken | None:
+    def _refresh_locked(self, *, stale: DiracxToken, force: bool = False) -> None:
+        def renew(current: DiracxToken | None) -> DiracxToken | None:
             if current is None:
                 return None  # the block vanished meanwhile: reported below
             if current.access_token != stale.access_token and not current.expired(margin=REFRESH_MARGIN):
@@ -124,18 +86,12 @@ class TokenAuth(httpx.Auth):
             return self._refresh_grant(current)
 
         try:
-            token = bundle.update_token(self.proxy_path, renew)
-        except errors.BridgeError:
-            raise
-        except bundle.ProxyFileNotFound:
-            raise errors.ProxyFileNotFound(self.proxy_path) from None
-        except bundle.BundleLockError as exc:
+            token = tokens.update_token(self.proxy_path, renew)
+        except errors.TokenFileLockError as exc:
             # The proxy's directory does not let us lock or rewrite it: keep the refreshed token
             # in memory for this process rather than fail the call.
             token = self._refresh_grant(stale)
             self._warn_once(f"refreshed DiracX token kept in memory only: {exc}")
-        except bundle.BundleError as exc:
-            raise errors.TokenFileError(str(exc), self.proxy_path, fix="") from None
         if token is None:
             raise errors.NoTokenBlock(self.proxy_path)
         self._token = token
@@ -153,7 +109,7 @@ class TokenAuth(httpx.Auth):
 
             logger().warn(message)
 
-    def _refresh_grant(self, current: bundle.DiracxToken) -> bundle.DiracxToken:
+    def _refresh_grant(self, current: DiracxToken) -> DiracxToken:
         claims = Claims.of(current.access_token)
         if _refresh_expires_on(current) <= time.time():
             raise self._expired(claims, current)
@@ -178,14 +134,14 @@ class TokenAuth(httpx.Auth):
             body.setdefault("refresh_token", None)
             if not body["refresh_token"]:
                 body["refresh_token"] = current.refresh_token  # legacy-exchange tokens are not rotated
-            return bundle.DiracxToken.from_token_response(body)
+            return DiracxToken.from_token_response(body)
         except (ValueError, TypeError, AttributeError):
             # A 200 that is not a token response (a proxy's error page...): the message names no token.
             raise errors.DiracXServerError(
                 self.url, f"refreshing the token of {claims.username}", detail="an answer that is not a token response"
             ) from None
 
-    def _expired(self, claims: Claims, token: bundle.DiracxToken, detail: str = "") -> errors.SessionExpired:
+    def _expired(self, claims: Claims, token: DiracxToken, detail: str = "") -> errors.SessionExpired:
         try:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(_refresh_expires_on(token)))
         except (OverflowError, OSError, ValueError):  # inf: a refresh token that is not a readable JWT
@@ -230,12 +186,10 @@ class TokenAuth(httpx.Auth):
             self._refresh_client.close()
 
 
-def _refresh_expires_on(token: bundle.DiracxToken) -> float:
+def _refresh_expires_on(token: DiracxToken) -> float:
     """When the refresh token expires (its ``exp`` claim; DiracX verifies it, we only read it)."""
-    try:
-        return float(jwt.decode(token.refresh_token, options={"verify_signature": False})["exp"])
-    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
-        return float("inf")  # not a JWT we can read: let DiracX decide
+    expires = Claims.of(token.refresh_token).expires
+    return float("inf") if expires is None else expires  # not a JWT we can read: let DiracX decide
 
 
 def _detail(response: httpx.Response) -> str:

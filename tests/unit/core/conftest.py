@@ -11,9 +11,12 @@ from core_test_helpers import FakeDiracX, HttpxWithTransport, make_token
 
 from diracx_bridge import capabilities, routing, session
 from diracx_bridge.adapters import _registry
-from diracx_bridge.proxy_token_exchange.bundle import DiracxToken, write_token
 from diracx_bridge.session import _auth as session_auth
 from diracx_bridge.session import _session as session_pool
+from diracx_bridge.tokens import (
+    DiracxToken,
+    write_token,
+)
 
 
 @pytest.fixture

@@ -11,7 +11,11 @@ from pathlib import Path
 import bundle_test_helpers
 import pytest
 
-from diracx_bridge.proxy_token_exchange.bundle import lock_path_for, read_token, write_token
+from diracx_bridge.tokens import (
+    read_token,
+    write_token,
+)
+from diracx_bridge.tokens._locking import lock_path_for
 
 WRITERS = 16
 READERS = 4

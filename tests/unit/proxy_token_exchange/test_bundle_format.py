@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from bundle_test_helpers import jwt_like, write_private
 
-from diracx_bridge.proxy_token_exchange import bundle
-from diracx_bridge.proxy_token_exchange.bundle import (
+from diracx_bridge import tokens
+from diracx_bridge.tokens import (
     PEM_BEGIN,
     PEM_END,
     DiracxToken,
@@ -27,6 +27,7 @@ from diracx_bridge.proxy_token_exchange.bundle import (
     update_token,
     write_token,
 )
+from diracx_bridge.tokens._locking import lock_path_for
 
 
 def dirac_layout_block(credentials_json: str) -> str:
@@ -113,7 +114,7 @@ def test_expiry_computed_like_diracx() -> None:
     from diracx.core.models import TokenResponse
     from diracx.core.utils import EXPIRES_GRACE_SECONDS, serialize_credentials
 
-    assert bundle.EXPIRES_GRACE_SECONDS == EXPIRES_GRACE_SECONDS
+    assert tokens.EXPIRES_GRACE_SECONDS == EXPIRES_GRACE_SECONDS
     response = {
         "access_token": jwt_like("access"),
         "expires_in": 1200,
@@ -218,7 +219,7 @@ def test_mode_is_0600_whatever_the_umask(proxy_file: Path, make_token, umask: in
     st = proxy_file.stat()
     assert stat.S_IMODE(st.st_mode) == 0o600
     assert st.st_uid == os.geteuid()
-    assert stat.S_IMODE(Path(bundle.lock_path_for(proxy_file)).stat().st_mode) == 0o600
+    assert stat.S_IMODE(Path(lock_path_for(proxy_file)).stat().st_mode) == 0o600
 
 
 def test_group_is_kept(proxy_file: Path, make_token) -> None:
@@ -235,7 +236,7 @@ def test_write_is_atomic_rename(proxy_file: Path, make_token) -> None:
     write_token(proxy_file, make_token())
     assert proxy_file.stat().st_ino != before
     assert sorted(p.name for p in proxy_file.parent.iterdir()) == sorted(
-        [proxy_file.name, Path(bundle.lock_path_for(proxy_file)).name]
+        [proxy_file.name, Path(lock_path_for(proxy_file)).name]
     )
 
 
