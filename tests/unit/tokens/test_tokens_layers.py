@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-FORBIDDEN = ("DIRAC", "diracx_bridge.session", "diracx_bridge.adapters", "diracx_bridge.routing",
+FORBIDDEN = ("diracx_bridge.session", "diracx_bridge.adapters", "diracx_bridge.routing",
              "diracx_bridge.proxy_token_exchange", "diracx_bridge.cs_sync", "jwt")  # fmt: skip
 
 
