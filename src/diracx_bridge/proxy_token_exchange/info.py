@@ -87,7 +87,10 @@ class TokenInfo:
 def when(epoch: float, now: float | None = None) -> str:
     """``2026-01-02 03:04:05 UTC (1h 02m left)`` or ``... (expired 5m 10s ago)``."""
     now = time.time() if now is None else now
-    stamp = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        stamp = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):  # not a time: say so rather than fail the display
+        return "out of range (not a time the token can mean)"
     delta = epoch - now
     if delta >= 0:
         return f"{stamp} ({duration(delta)} left)"

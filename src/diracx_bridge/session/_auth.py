@@ -45,6 +45,7 @@ class TokenAuth(httpx.Auth):
         self._token_endpoint: str | None = None
         self._refresh_client: httpx.Client | None = None
         self._refresh_pid = os.getpid()
+        self._margin_of: tuple[DiracxToken | None, float] = (None, REFRESH_MARGIN)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -62,9 +63,21 @@ class TokenAuth(httpx.Auth):
             if self._token is None or signature != self._signature:
                 self._token = tokens.read_token(self.proxy_path)
                 self._signature = signature
-            if self._token.expired(margin=REFRESH_MARGIN):
+            if self._expiring(self._token):
                 self._refresh_locked(stale=self._token)
             return self._token
+
+    def _expiring(self, token: DiracxToken) -> bool:
+        """Refresh now? ``REFRESH_MARGIN`` before expiry, but never more than half the token's life.
+
+        With a fixed 60 s margin, a 75 s token (stored ``expires_on`` now+60) would be refreshed
+        on every call; its life is read from the access token (``exp`` minus ``iat``, or minus the
+        time in DiracX's UUIDv7 ``jti``).
+        """
+        if token is not self._margin_of[0]:
+            lifetime = Claims.of(token.access_token).lifetime
+            self._margin_of = (token, REFRESH_MARGIN if lifetime is None else min(REFRESH_MARGIN, lifetime / 2))
+        return token.expired(margin=self._margin_of[1])
 
     def refresh(self, stale: DiracxToken) -> DiracxToken:
         """Refresh after DiracX refused ``stale`` (a 401), unless someone already did."""
@@ -76,22 +89,33 @@ class TokenAuth(httpx.Auth):
     # -- refreshing ----------------------------------------------------------------------------
 
     def _refresh_locked(self, *, stale: DiracxToken, force: bool = False) -> None:
+        """Refresh under the proxy's lock and write back; if it cannot be written, keep it in memory.
+
+        A token that cannot be saved (disk full, read-only directory, lock held too long, hard
+        links: ``TokenFileWriteError``) is still this process's token: it is used until it
+        expires, the file is not re-read while it is unchanged (so no refresh per call), and the
+        reason is said once.
+        """
+        minted: list[DiracxToken] = []
+
         def renew(current: DiracxToken | None) -> DiracxToken | None:
             if current is None:
                 return None  # the block vanished meanwhile: reported below
-            if current.access_token != stale.access_token and not current.expired(margin=REFRESH_MARGIN):
+            if current.access_token != stale.access_token and not self._expiring(current):
                 return current  # another process refreshed while we waited for the lock
-            if not force and not current.expired(margin=REFRESH_MARGIN):
+            if not force and not self._expiring(current):
                 return current
-            return self._refresh_grant(current)
+            minted.append(self._refresh_grant(current))
+            return minted[-1]
 
         try:
-            token = tokens.update_token(self.proxy_path, renew)
-        except errors.TokenFileLockError as exc:
-            # The proxy's directory does not let us lock or rewrite it: keep the refreshed token
-            # in memory for this process rather than fail the call.
-            token = self._refresh_grant(stale)
-            self._warn_once(f"refreshed DiracX token kept in memory only: {exc}")
+            token = tokens.update_token(self.proxy_path, renew, timeout=self.lock_timeout)
+        except errors.TokenFileWriteError as exc:
+            token = minted[-1] if minted else self._refresh_grant(stale)
+            self._warn_once(
+                f"the refreshed DiracX token of {self.proxy_path} is kept in memory for this process only, "
+                f"not written back: {exc}"
+            )
         if token is None:
             raise errors.NoTokenBlock(self.proxy_path)
         self._token = token
@@ -101,6 +125,8 @@ class TokenAuth(httpx.Auth):
             self._signature = None
 
     _warned: set[str] = set()  # noqa: RUF012 - process-wide on purpose
+    #: Seconds to wait for another process's refresh (it holds the proxy's lock) before refreshing alone.
+    lock_timeout: float = 30.0
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:
@@ -114,32 +140,29 @@ class TokenAuth(httpx.Auth):
         if _refresh_expires_on(current) <= time.time():
             raise self._expired(claims, current)
         client = self._refresh_http()
+        unreachable = None
         try:
             r = client.post(
                 self._endpoint(client),
                 data={"grant_type": "refresh_token", "refresh_token": current.refresh_token, "client_id": CLIENT_ID},
             )
         except httpx.TransportError as exc:
-            raise errors.DiracXUnreachable(
-                self.url, f"{type(exc).__name__}: {exc}", doing=f"refreshing the token of {claims.username}"
-            ) from None
+            unreachable = f"{type(exc).__name__}: {exc}"
+        if unreachable is not None:  # raised here, not in the except: no context holding httpx's frames
+            raise errors.DiracXUnreachable(self.url, unreachable, doing=f"refreshing the token of {claims.username}")
         if r.status_code in (400, 401, 403):
             raise self._expired(claims, current, detail=_detail(r))
         if r.status_code != 200:
             raise errors.DiracXServerError(
                 self.url, f"refreshing the token of {claims.username}", status=r.status_code, detail=_detail(r)
             )
-        try:
-            body = r.json()
-            body.setdefault("refresh_token", None)
-            if not body["refresh_token"]:
-                body["refresh_token"] = current.refresh_token  # legacy-exchange tokens are not rotated
-            return DiracxToken.from_token_response(body)
-        except (ValueError, TypeError, AttributeError):
+        token = _token_from(r, current.refresh_token)
+        if token is None:
             # A 200 that is not a token response (a proxy's error page...): the message names no token.
             raise errors.DiracXServerError(
                 self.url, f"refreshing the token of {claims.username}", detail="an answer that is not a token response"
-            ) from None
+            )
+        return token
 
     def _expired(self, claims: Claims, token: DiracxToken, detail: str = "") -> errors.SessionExpired:
         try:
@@ -192,11 +215,27 @@ def _refresh_expires_on(token: DiracxToken) -> float:
     return float("inf") if expires is None else expires  # not a JWT we can read: let DiracX decide
 
 
+def _token_from(response: httpx.Response, refresh_token: str) -> DiracxToken | None:
+    """The token of a refresh answer, or None. Never raises, so no frame holding the answer is in a traceback."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    if not body.get("refresh_token"):
+        body["refresh_token"] = refresh_token  # legacy-exchange refresh tokens are not rotated
+    try:
+        return DiracxToken.from_token_response(body)
+    except (ValueError, TypeError):
+        return None
+
+
 def _detail(response: httpx.Response) -> str:
     """DiracX's ``detail`` (or the body), redacted and shortened, for a message."""
     try:
         detail: Any = response.json().get("detail", response.text)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         detail = response.text
     if not isinstance(detail, str):
         detail = json.dumps(detail)

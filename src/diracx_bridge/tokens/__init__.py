@@ -13,6 +13,7 @@ and the fix. Layer rule: this package imports only the foundations (``errors``, 
 
 from __future__ import annotations
 
+from diracx_bridge.tokens._files import resolve_proxy_path
 from diracx_bridge.tokens._format import (
     EXPIRES_GRACE_SECONDS,
     PEM_BEGIN,
@@ -36,6 +37,7 @@ __all__ = [
     "locked",
     "read_token",
     "remove_token",
+    "resolve_proxy_path",
     "update_token",
     "write_token",
 ]

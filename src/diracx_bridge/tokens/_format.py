@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from diracx_bridge.errors import NEW_PROXY, MalformedTokenBlock, NotAProxyFile, NoTokenBlock
+from diracx_bridge.errors import MalformedTokenBlock, NotAProxyFile, NoTokenBlock
+from diracx_bridge.tokens.claims import MAX_EPOCH
 
 #: The markers of DIRAC 9.1.22 (``DIRAC/Core/Security/DiracX.py``, ``PEM_BEGIN``/``PEM_END``).
 PEM_BEGIN = "-----BEGIN DIRACX-----"
@@ -44,7 +46,11 @@ _TOKEN_KEYS = ("access_token", "refresh_token", "expires_on")
 ENCODING = "ascii"
 ENCODING_ERRORS = "surrogateescape"
 
-_PEM_BLOCK_RE = re.compile(r"-----BEGIN ([A-Z0-9][A-Z0-9 ]*)-----(.*?)-----END \1-----", re.DOTALL)
+#: A proxy holds a handful of PEM blocks (proxy certificate, key, the chain, the token): more markers
+#: than this is not a proxy, and is refused before any parsing (which runs under the proxy's lock).
+MAX_PEM_MARKERS = 64
+#: A token response's ``expires_in`` beyond a year is not DiracX's (its access tokens live 20 minutes).
+_MAX_EXPIRES_IN = 366 * 86400
 
 
 @dataclass(frozen=True, repr=False)
@@ -72,6 +78,8 @@ class DiracxToken:
             raise TypeError(
                 f"DiracxToken.expires_on must be an int (epoch seconds), not {type(self.expires_on).__name__}"
             )
+        if not 0 <= self.expires_on <= MAX_EPOCH:
+            raise ValueError("DiracxToken.expires_on is out of range (epoch seconds from 1970 to 9999)")
 
     def expired(self, margin: float = 0, *, now: float | None = None) -> bool:
         """Whether the access token is expired, or will be within ``margin`` seconds."""
@@ -107,6 +115,8 @@ class DiracxToken:
         expires_in = resp["expires_in"]
         if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
             raise TypeError(f"the token response's expires_in must be a number, not {type(expires_in).__name__}")
+        if not (0 <= expires_in <= _MAX_EXPIRES_IN and math.isfinite(expires_in)):  # NaN fails both
+            raise ValueError("the token response's expires_in is out of range (0 to one year)")
         current = time.time() if now is None else now
         return cls(
             access_token=resp["access_token"],
@@ -172,6 +182,7 @@ def split(text: str, path: str | os.PathLike[str] | None) -> Layout:
     not pair up (a block cut off by an interrupted write) raise: we cannot tell where the key
     material ends.
     """
+    _check_marker_count(text, path)
     markers = sorted(
         [(m.start(), PEM_BEGIN) for m in re.finditer(re.escape(PEM_BEGIN), text)]
         + [(m.start(), PEM_END) for m in re.finditer(re.escape(PEM_END), text)]
@@ -202,28 +213,47 @@ def split(text: str, path: str | os.PathLike[str] | None) -> Layout:
 
 
 def decode_body(body: str, path: str | os.PathLike[str] | None) -> DiracxToken:
-    """Decode one block body. Errors say what is wrong, never what the text was (``from None``)."""
+    """Decode one block body; ``MalformedTokenBlock`` says what is wrong, never what the text was."""
+    token, defect = _parse_body(body)
+    if token is None:
+        raise MalformedTokenBlock(defect, path)
+    return token
+
+
+def _parse_body(body: str) -> tuple[DiracxToken | None, str]:  # noqa: PLR0911 - one return per defect
+    """(token, "") or (None, what is wrong). Never raises: the frame holding the decoded JSON is gone
+    before the caller raises, so no traceback (even one printing frame locals) carries token text."""
     compact = "".join(body.split())
     if not compact:
-        raise MalformedTokenBlock("is empty", path)
+        return None, "is empty"
     try:
         raw = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
-        raise MalformedTokenBlock("is not valid base64", path) from None
+        return None, "is not valid base64"
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise MalformedTokenBlock("does not hold JSON", path) from None
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly nested JSON
+        return None, "does not hold JSON"
     if not isinstance(data, dict):
-        raise MalformedTokenBlock(f"holds a JSON {type(data).__name__}, not an object", path)
+        return None, f"holds a JSON {type(data).__name__}, not an object"
     missing = [key for key in _TOKEN_KEYS if data.get(key) is None]
     if missing:
-        raise MalformedTokenBlock(f"has no {', '.join(missing)}", path)
+        return None, f"has no {', '.join(missing)}"
     try:
-        return DiracxToken(data["access_token"], data["refresh_token"], data["expires_on"])
-    except (TypeError, ValueError) as exc:
-        # The DiracxToken messages name the field and the type, never the value.
-        raise MalformedTokenBlock(f"is invalid: {exc}", path) from None
+        return DiracxToken(data["access_token"], data["refresh_token"], data["expires_on"]), ""
+    except (TypeError, ValueError) as exc:  # their messages name the field and the type, never the value
+        return None, f"is invalid: {exc}"
+
+
+def _check_marker_count(text: str, path: str | os.PathLike[str] | None) -> None:
+    """Refuse, in one linear pass, a file with more PEM markers than any proxy has."""
+    count = text.count("-----BEGIN ") + text.count("-----END ")
+    if count > MAX_PEM_MARKERS:
+        raise NotAProxyFile(
+            f"{_describe(path)} holds {count} PEM markers, more than {MAX_PEM_MARKERS} PEM markers (a proxy has a "
+            "handful), so it is not a proxy file; refusing to use it",
+            path,
+        )
 
 
 def check_proxy_rest(rest: str, path: str | os.PathLike[str]) -> None:
@@ -231,7 +261,8 @@ def check_proxy_rest(rest: str, path: str | os.PathLike[str]) -> None:
 
     This is a PEM-level check (markers pair up, bodies are base64), not an X.509 parse: a
     certificate the strict ``cryptography`` parser dislikes is still the user's proxy, and it is
-    not ours to judge, only not to destroy.
+    not ours to judge, only not to destroy. One pass over the lines, after a bound on the number
+    of markers: linear in the file's size, since it runs while the proxy's lock is held.
     """
     where = _describe(path)
     if not rest.strip():
@@ -240,20 +271,33 @@ def check_proxy_rest(rest: str, path: str | os.PathLike[str]) -> None:
             "without a proxy",
             path,
         )
+    _check_marker_count(rest, path)
     labels: list[str] = []
-    for match in _PEM_BLOCK_RE.finditer(rest):
-        label = match.group(1)
-        # Skip RFC 1421 header lines ("Proc-Type: ...") that may precede the base64 text.
-        body = "".join(line.strip() for line in match.group(2).splitlines() if ":" not in line)
-        try:
-            base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
-            raise NotAProxyFile(
-                f"the {label} block of {where} is damaged (not base64); refusing to write", path
-            ) from None
-        labels.append(label)
-    if rest.count("-----BEGIN ") != len(labels) or rest.count("-----END ") != len(labels):
-        raise NotAProxyFile(f"{where} has a PEM block without its END line (truncated?); refusing to write", path)
+    label: str | None = None
+    body: list[str] = []
+    unpaired = f"{where} has a PEM block without its END line (truncated?); refusing to write"
+    for line in rest.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("-----BEGIN ") and stripped.endswith("-----"):
+            if label is not None:
+                raise NotAProxyFile(unpaired, path)
+            label, body = stripped[len("-----BEGIN ") : -len("-----")], []
+        elif stripped.startswith("-----END ") and stripped.endswith("-----"):
+            if label is None or stripped[len("-----END ") : -len("-----")] != label:
+                raise NotAProxyFile(unpaired, path)
+            # Skip RFC 1421 header lines ("Proc-Type: ...") that may precede the base64 text.
+            try:
+                base64.b64decode("".join(part for part in body if ":" not in part), validate=True)
+            except (binascii.Error, ValueError):
+                raise NotAProxyFile(
+                    f"the {label} block of {where} is damaged (not base64); refusing to write", path
+                ) from None
+            labels.append(label)
+            label = None
+        elif label is not None:
+            body.append(stripped)
+    if label is not None or rest.count("-----BEGIN ") != len(labels) or rest.count("-----END ") != len(labels):
+        raise NotAProxyFile(unpaired, path)  # a marker cut off, or not on a line of its own
     if "CERTIFICATE" not in labels:
         raise NotAProxyFile(f"{where} holds no certificate, so it is not a proxy; refusing to write", path)
     if not any(label.endswith("PRIVATE KEY") for label in labels):
@@ -275,7 +319,7 @@ __all__ = [
     "ENCODING",
     "ENCODING_ERRORS",
     "EXPIRES_GRACE_SECONDS",
-    "NEW_PROXY",
+    "MAX_PEM_MARKERS",
     "PEM_BEGIN",
     "PEM_END",
     "DiracxToken",

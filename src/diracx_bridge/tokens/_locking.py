@@ -1,39 +1,49 @@
 """The proxy's advisory lock: one writer at a time for the read-modify-write of the DIRACX block.
 
-Writers take an exclusive ``flock`` on a sidecar lock file, ``<proxy>.lock``. The proxy itself
-cannot carry the lock: every rewrite gives it a new inode, so a lock on the old inode would
-protect nothing. Readers need no lock: writers replace the file atomically.
+**The lock is an exclusive ``flock`` on the proxy file itself**, not on a file next to it. A
+sidecar (``<proxy>.lock``) or any other name derived from the proxy's sits, by default, in the
+sticky /tmp, where another local user can create it first: the owner can then neither use it nor
+remove it, and every refresh of the user fails or waits forever. The proxy is the one file there
+that only the user can open (it is the user's, 0600; the bridge refuses it otherwise), so nobody
+else can hold its lock. A per-user 0700 lock directory would also do, but it needs a place of its
+own that another user cannot take first either (``$XDG_RUNTIME_DIR`` is not set in batch jobs),
+and it would not be shared by processes on another host that share the proxy file.
+
+A rewrite gives the proxy a new inode (rename), so the lock must follow the file:
+
+* the writer locks the new file (the temporary one) *before* renaming it over the proxy, and
+  only then releases the old one: the new proxy is never unlocked while the writer holds it;
+* a waiter that gets the lock checks that the path still names the inode it locked; if the file
+  was replaced meanwhile, it unlocks and locks the new one.
+
+Release is explicit (``LOCK_UN`` before ``close``): a ``flock`` belongs to the open file
+description, which a child forked while the lock was held shares; closing our descriptor alone
+would leave the lock held by the child, and every other process of the user waiting for it. A
+forked child only closes its copy, never unlocks the parent's lock. Readers need no lock:
+writers replace the file atomically.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from diracx_bridge.errors import TokenFileLockError, TokenFileLockTimeout, UnsafeTokenFile
-
-_LOCK_SUFFIX = ".lock"
-
-
-def lock_path_for(path: str | os.PathLike[str]) -> str:
-    """The sidecar lock file of a proxy: ``<proxy>.lock``, in the proxy's directory.
-
-    The directory is resolved, so every spelling of the proxy's location (relative, through a
-    linked directory) locks the same file; the name is not, since writers refuse symlinked proxies.
-    """
-    absolute = os.path.abspath(os.fspath(path))
-    directory, name = os.path.split(absolute)
-    return os.path.join(os.path.realpath(directory), name + _LOCK_SUFFIX)
+from diracx_bridge.errors import NotAProxyFile, ProxyFileNotFound, TokenFileLockError, TokenFileLockTimeout
+from diracx_bridge.tokens._files import open_proxy, resolve_proxy_path
 
 
 @dataclass
-class _HeldLock:
+class _Held:
+    """A lock this thread holds: the descriptor of the inode the proxy path names now."""
+
+    fd: int
+    pid: int = field(default_factory=os.getpid)
     depth: int = 1
 
 
@@ -47,9 +57,9 @@ class _HeldLocks(threading.local):
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.locks: dict[str, _HeldLock] = {}
+        self.locks: dict[str, _Held] = {}
 
-    def current(self) -> dict[str, _HeldLock]:
+    def current(self) -> dict[str, _Held]:
         if self.pid != os.getpid():
             self.pid = os.getpid()
             self.locks = {}
@@ -61,19 +71,15 @@ _held = _HeldLocks()
 
 @contextmanager
 def locked(path: str | os.PathLike[str], *, timeout: float | None = 30) -> Iterator[None]:
-    """Hold the proxy's exclusive advisory lock for a read-modify-write.
+    """Hold the exclusive lock of the proxy at ``path`` for a read-modify-write.
 
     ``write_token``, ``remove_token`` and ``update_token`` take it themselves; use this to make a
-    longer sequence atomic with respect to other bridge writers. Re-entrant within a thread.
-    ``timeout=None`` waits forever.
-
-    The lock file is left in place on release: deleting it would let a waiter lock an unlinked
-    inode while a newcomer locks a new one. A leftover lock file is harmless, because ``flock``
-    locks vanish with the process holding them; there is no stale lock to break.
+    longer sequence atomic with respect to other bridge writers. Re-entrant within a thread;
+    ``timeout=None`` waits forever. Locks vanish with their process: there is no stale lock.
     """
-    lock_file = lock_path_for(path)
+    key = resolve_proxy_path(path)
     held = _held.current()
-    entry = held.get(lock_file)
+    entry = held.get(key)
     if entry is not None:
         entry.depth += 1
         try:
@@ -81,57 +87,63 @@ def locked(path: str | os.PathLike[str], *, timeout: float | None = 30) -> Itera
         finally:
             entry.depth -= 1
         return
-
-    fd = _open_lock_file(lock_file, os.fspath(path))
+    entry = held[key] = _Held(_lock_current_file(key, timeout))
     try:
-        _acquire(fd, lock_file, os.fspath(path), timeout=timeout)
-        held[lock_file] = _HeldLock()
-        try:
-            yield
-        finally:
-            del held[lock_file]
+        yield
     finally:
-        os.close(fd)  # releases the flock
+        if entry.pid == os.getpid():
+            held.pop(key, None)
+        _release(entry)
 
 
-def _open_lock_file(lock_file: str, path: str) -> int:
-    """Open (creating it 0600 if needed) the lock file, refusing one that is not ours."""
+def adopt(path: str, fd: int) -> None:
+    """The proxy at ``path`` is now the inode of ``fd``, already locked by us: hold that lock instead.
+
+    Called by the writer right after its rename, so the new file is never unlocked in between.
+    """
+    entry = _held.current()[os.path.abspath(path)]
+    old = _Held(entry.fd, entry.pid)
+    entry.fd = fd
+    _release(old)
+
+
+def holds(path: str) -> bool:
+    """Whether this thread holds the lock of ``path`` (the writers' precondition)."""
+    return os.path.abspath(path) in _held.current()
+
+
+def _release(entry: _Held) -> None:
     try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeTokenFile(
-                f"the lock file {lock_file} of {path} is a symbolic link; remove it (rm {lock_file})", path
-            ) from None
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise TokenFileLockError(
-                f"cannot open the lock file {lock_file} of {path}: {exc.strerror}", path, fix="retry"
-            ) from None
-        raise TokenFileLockError(
-            f"cannot create the lock file {lock_file} ({exc.strerror}): updating the DiracX token of {path} "
-            "needs a directory you can write to (for the lock and for the atomic rewrite)",
-            path,
-            fix="keep the proxy in such a directory (e.g. the default /tmp/x509up_u<uid>, or set X509_USER_PROXY)",
-        ) from None
-    try:
-        st = os.fstat(fd)
-        uid = os.geteuid()
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
-            raise UnsafeTokenFile(
-                f"the lock file {lock_file} of {path} is not a regular file of yours (owner uid {st.st_uid}, you are "
-                f"uid {uid}); whoever holds it could block your proxy updates: have it removed (rm {lock_file})",
-                path,
-            )
-        if stat.S_IMODE(st.st_mode) != 0o600:
-            # 0600 whatever the umask was at creation: others must not see it, we must reopen it O_RDWR.
-            os.fchmod(fd, 0o600)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        if entry.pid == os.getpid():  # a forked child must not unlock its parent's lock
+            fcntl.flock(entry.fd, fcntl.LOCK_UN)
+    finally:
+        os.close(entry.fd)
 
 
-def _acquire(fd: int, lock_file: str, path: str, *, timeout: float | None) -> None:
+def _lock_current_file(path: str, timeout: float | None) -> int:
+    """Open and lock the file ``path`` names, until the locked file is still the one it names."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        fd = open_proxy(path, path)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotAProxyFile(f"{path} is not a regular file, so it is not a proxy file", path)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            _acquire(fd, path, timeout=left, waited=timeout)
+            try:
+                now = os.lstat(path)
+            except FileNotFoundError:
+                raise ProxyFileNotFound(path) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+            return fd
+        _release(_Held(fd))  # replaced while we waited: lock the file that is there now
+
+
+def _acquire(fd: int, path: str, *, timeout: float | None, waited: float | None) -> None:
     """``flock`` with a deadline. ``flock`` has none, so a contended wait blocks in a helper thread.
 
     Polling with ``LOCK_NB`` would be simpler but unfair: a process that releases and re-takes
@@ -152,9 +164,9 @@ def _acquire(fd: int, lock_file: str, path: str, *, timeout: float | None) -> No
             return
         acquired = _LockWaiter(os.dup(fd), fcntl.LOCK_EX).wait(timeout)
     except OSError as exc:
-        raise TokenFileLockError(f"cannot lock {lock_file} for {path}: {exc.strerror}", path, fix="retry") from None
+        raise TokenFileLockError(f"cannot lock the proxy file {path}: {exc.strerror}", path, fix="retry") from None
     if not acquired:
-        raise TokenFileLockTimeout(path, timeout)
+        raise TokenFileLockTimeout(path, waited if waited is not None else timeout)
 
 
 class _LockWaiter:

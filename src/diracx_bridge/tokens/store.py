@@ -1,37 +1,49 @@
 """The proxy file as a token store: read, write, update and remove its DIRACX block.
 
 DIRAC 9.1 rewrites the proxy in place (``Path.write_text``), so a concurrent reader (an agent, a
-payload) can see a truncated proxy. Here:
+payload) can see a truncated proxy, and two writers can lose each other's token. Here:
 
-* **Atomic rewrites** (:mod:`.atomic`): a reader sees the old file or the new one, never half of
-  one, so readers need no lock.
-* **Serialised read-modify-write** (:mod:`._locking`): ``update_token`` re-reads the file under
-  the lock, so the loser of a refresh race sees the winner's token and need not refresh again.
+* **Atomic rewrites** (:mod:`.atomic`): a temporary file with an unpredictable name (``mkstemp``:
+  ``O_EXCL``, 0600) next to the proxy, ``fsync``, rename, directory ``fsync``. A reader sees the
+  old file or the new one, so readers need no lock. No name another user could take first is
+  ever needed (see :mod:`._locking` for the lock).
+* **Serialised read-modify-write** (:mod:`._locking`, a ``flock`` on the proxy itself):
+  ``update_token`` re-reads the file under the lock, so the loser of a refresh race sees the
+  winner's token and need not refresh again.
 * **The certificate and key are never damaged.** Only the DIRACX block is replaced; everything
   else is kept byte for byte, and nothing is written when that rest does not look like a proxy,
   or when the token block is cut off, because we could not tell where the key material ends.
 * **Proxy hygiene.** Like the grid tools, we refuse a proxy that group or others may access, or
-  that belongs to another user.
+  that belongs to another user; links are followed only when they are the user's or root's
+  (:mod:`._files`); a proxy with another hard link is not rewritten (the other name would keep
+  the old key and token); the rewrite keeps the proxy's mode (0400 stays 0400) and group.
+* **Failures are the token-file errors of** :mod:`diracx_bridge.errors`: ``TokenFileWriteError``
+  for anything that only prevents saving (disk full, read-only directory, lock held too long,
+  hard links), so a session can keep a refreshed token in memory. Their tracebacks start at the
+  public function: no frame holding file text or token text travels with them.
 * **Tokens are secrets.** No exception message, log line or ``repr`` contains token text.
 """
 
 from __future__ import annotations
 
-import errno
+import fcntl
+import functools
 import os
 import stat
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from diracx_bridge import log
 from diracx_bridge.errors import (
+    BridgeError,
     NotAProxyFile,
-    ProxyFileNotFound,
     TokenFileError,
     TokenFileWriteError,
-    UnsafeTokenFile,
 )
+from diracx_bridge.tokens import _locking
+from diracx_bridge.tokens._files import check_proxy_stat, open_proxy, resolve_proxy_path
 from diracx_bridge.tokens._format import (
     ENCODING,
     ENCODING_ERRORS,
@@ -44,51 +56,51 @@ from diracx_bridge.tokens._format import (
     join,
     split,
 )
-from diracx_bridge.tokens._locking import locked
-from diracx_bridge.tokens.atomic import fsync_directory, write_all
+from diracx_bridge.tokens.atomic import TMP_SUFFIX, atomic_write
 
-#: Name of the temporary file of an atomic rewrite, next to the proxy.
-_TMP_TEMPLATE = ".{name}.diracx-bridge.tmp"
 #: A proxy is a few kB; anything this large is not one, and is not read into memory.
 MAX_PROXY_BYTES = 1 << 20
-#: Group and other permission bits: none of them may be set on a proxy (the grid tools require 0600/0400).
-_UNSAFE_MODE_BITS = stat.S_IRWXG | stat.S_IRWXO
 #: How many times a rewrite is retried when a writer that does not use our lock (DIRAC's own
 #: ``addTokenToPEM``, ``dirac-proxy-init``) changed the file while we were preparing ours.
 MAX_REWRITE_ATTEMPTS = 5
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _public(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Raise the bridge's errors from here, without the inner frames (whose locals hold file and token text).
+
+    A traceback formatter that prints frame locals (``capture_locals``, error reporters) would
+    otherwise show the proxy's text, or a freshly refreshed token, from the frames below.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return function(*args, **kwargs)
+        except BridgeError as exc:
+            error = exc
+        error.__cause__ = error.__context__ = None
+        raise error.with_traceback(None)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
 class _Snapshot:
     """One read of the proxy: its text and the ``fstat`` of the very descriptor it was read from."""
 
-    text: str
+    text: str = field(repr=False)
     st: os.stat_result
 
 
-def _read_snapshot(path: str, *, for_write: bool) -> _Snapshot:
-    """Open once, check the open file (``fstat``, no stat/open race), then read it.
-
-    A writer opens with ``O_NOFOLLOW``: it must never write through a symlink. Readers follow
-    links, as every grid tool does with ``X509_USER_PROXY``; the target's owner and mode are
-    checked all the same. ``O_NONBLOCK`` keeps a FIFO from hanging the open.
-    """
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
-    if for_write:
-        flags |= os.O_NOFOLLOW
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise ProxyFileNotFound(path) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP and for_write:
-            raise _symlink_error(path) from None
-        raise TokenFileError(
-            f"cannot open the proxy file {path}: {exc.strerror}", path, fix="it must be a file you own with mode 0600"
-        ) from None
+def _read_snapshot(path: str, given: str) -> _Snapshot:
+    """Open once (no link followed: ``path`` is resolved), check the open file, then read it."""
+    fd = open_proxy(path, given)
     try:
         st = os.fstat(fd)
-        _check_proxy_stat(st, path)
+        check_proxy_stat(st, path)
         chunks: list[bytes] = []
         size = 0
         while chunk := os.read(fd, 65536):
@@ -103,35 +115,7 @@ def _read_snapshot(path: str, *, for_write: bool) -> _Snapshot:
     return _Snapshot(text=b"".join(chunks).decode(ENCODING, ENCODING_ERRORS), st=st)
 
 
-def _check_proxy_stat(st: os.stat_result, path: str) -> None:
-    """The checks the grid tools make on a proxy: a regular file, ours, 0600 or stricter."""
-    if not stat.S_ISREG(st.st_mode):
-        raise NotAProxyFile(f"{path} is not a regular file, so it is not a proxy file", path)
-    uid = os.geteuid()
-    if st.st_uid != uid:
-        raise UnsafeTokenFile(
-            f"the proxy file {path} belongs to uid {st.st_uid}, not to you (uid {uid}); a proxy must belong to "
-            "the user who uses it: run dirac-proxy-init to write one of your own, or have its owner fix it",
-            path,
-        )
-    if st.st_mode & _UNSAFE_MODE_BITS:
-        raise UnsafeTokenFile(
-            f"the proxy file {path} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); it holds "
-            f"a private key and DiracX tokens, so it must be private: run 'chmod 600 {path}' "
-            "(and consider the key and tokens compromised if others could read it)",
-            path,
-        )
-
-
-def _symlink_error(path: str) -> UnsafeTokenFile:
-    return UnsafeTokenFile(
-        f"the proxy file {path} is a symbolic link; the bridge does not write through links (the rewrite would "
-        f"replace the link, and a link can point anywhere). Use the real path ({os.path.realpath(path)}) "
-        "in X509_USER_PROXY, or replace the link by the file",
-        path,
-    )
-
-
+@_public
 def read_token(path: str | os.PathLike[str]) -> DiracxToken:
     """The DiracX token of the proxy at ``path``.
 
@@ -139,11 +123,12 @@ def read_token(path: str | os.PathLike[str]) -> DiracxToken:
     Raises ``ProxyFileNotFound`` (a ``FileNotFoundError`` too), ``NotAProxyFile`` (e.g. an empty
     file), ``UnsafeTokenFile``, ``NoTokenBlock`` or ``MalformedTokenBlock``: all ``TokenFileError``.
     """
-    fspath = os.fspath(path)
-    snapshot = _read_snapshot(fspath, for_write=False)
+    given = os.fspath(path)
+    resolved = resolve_proxy_path(given)
+    snapshot = _read_snapshot(resolved, given)
     if not snapshot.text.strip():
-        raise NotAProxyFile(f"the proxy file {fspath} is empty (an interrupted write can leave it so)", fspath)
-    return decode_block(snapshot.text, fspath)
+        raise NotAProxyFile(f"the proxy file {given} is empty (an interrupted write can leave it so)", given)
+    return decode_block(snapshot.text, given)
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,82 +140,79 @@ class _FileChanged(Exception):
     """The proxy changed between our read and our rename (a writer that ignores our lock)."""
 
 
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _replace_contents(path: str, text: str, read_st: os.stat_result) -> None:
-    """Atomically make ``text`` the content of ``path`` (caller holds the exclusive lock).
+    """Atomically make ``text`` the content of ``path``, moving our lock to the new file.
 
     Just before the rename, the proxy is checked to still be the file we read: DIRAC's own
     writers do not take our lock, and renaming our copy over a proxy that ``dirac-proxy-init``
     has just renewed would bring back the old certificate.
     """
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, _TMP_TEMPLATE.format(name=name))
-    fd = _create_tmp(tmp, path)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            if read_st.st_gid != os.fstat(fd).st_gid:
-                with suppress(PermissionError):
-                    os.fchown(fd, -1, read_st.st_gid)
-            write_all(fd, text.encode(ENCODING, ENCODING_ERRORS))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    new_lock: list[int] = []
+
+    def lock_and_check(fd: int) -> None:
+        locked_fd = os.dup(fd)  # the lock must outlive the writer's descriptor
+        new_lock.append(locked_fd)
+        fcntl.flock(locked_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows this file yet
         try:
             now_st = os.lstat(path)
         except FileNotFoundError:
             raise _FileChanged from None
         if _identity(now_st) != _identity(read_st):
             raise _FileChanged
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, TokenFileError):
-            raise TokenFileWriteError(
-                f"cannot rewrite the proxy file {path} ({exc.strerror}); it was left as it was", path
-            ) from None
-        raise
-    fsync_directory(directory)
 
-
-def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _create_tmp(tmp: str, path: str) -> int:
-    """Create the temporary file exclusively; a leftover of ours (a writer killed mid-write) is removed."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    for _ in range(2):
-        try:
-            return os.open(tmp, flags, 0o600)
-        except FileExistsError:
-            _remove_leftover_tmp(tmp, path)
-        except OSError as exc:
-            raise TokenFileWriteError(
-                f"cannot create {tmp} to rewrite {path} atomically ({exc.strerror}); the proxy must be in a "
-                "directory you can write to",
-                path,
-            ) from None
-    raise TokenFileWriteError(f"cannot create {tmp} to rewrite {path}: it keeps reappearing", path)
-
-
-def _remove_leftover_tmp(tmp: str, path: str) -> None:
-    """Only writers holding the exclusive lock create the temp file: one found now is a crashed writer's."""
+    mode = stat.S_IMODE(read_st.st_mode) & 0o600 or 0o600
+    _remove_our_leftovers(path)
     try:
-        st = os.lstat(tmp)
-        mine = st.st_uid == os.geteuid() and stat.S_ISREG(st.st_mode)
-        if mine:
-            os.unlink(tmp)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise TokenFileWriteError(f"cannot remove the leftover {tmp} to rewrite {path}: {exc.strerror}", path) from None
-    if not mine:
-        raise UnsafeTokenFile(
-            f"{tmp}, needed to rewrite {path} atomically, exists and is not a file of yours; "
-            f"have it removed (rm {tmp})",
-            path,
+        atomic_write(
+            path, text.encode(ENCODING, ENCODING_ERRORS), mode=mode, group=read_st.st_gid, check=lock_and_check
         )
+    except _FileChanged:
+        for fd in new_lock:
+            os.close(fd)
+        raise
+    except OSError as exc:
+        renamed = bool(new_lock) and _names(path, new_lock[0])
+        if renamed:
+            _locking.adopt(path, new_lock[0])
+            problem = f"the proxy file {path} was rewritten, but its directory could not be synced ({exc.strerror})"
+            fix = "the new token may not survive a crash of this machine; nothing else is needed"
+        else:
+            for fd in new_lock:
+                os.close(fd)
+            problem = f"cannot rewrite the proxy file {path} ({exc.strerror}); it was left as it was"
+            fix = "free some space, or keep the proxy in a directory you can write to (e.g. /tmp/x509up_u<uid>)"
+        raise TokenFileWriteError(problem, path, fix=fix) from None
+    _locking.adopt(path, new_lock[0])
+
+
+def _names(path: str, fd: int) -> bool:
+    """Whether ``path`` is now the file open as ``fd``."""
+    try:
+        now, ours = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def _remove_our_leftovers(path: str) -> None:
+    """Remove temporary files of ours left by a writer killed mid-write (only lock holders create them).
+
+    Only regular files of the user are touched; a file of someone else's is none of ours.
+    """
+    directory, name = os.path.split(path)
+    prefix = f".{name}."
+    uid = os.geteuid()
+    with suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.name.endswith(TMP_SUFFIX):
+                with suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and st.st_uid == uid:
+                        os.unlink(entry.path)
 
 
 def _rewrite(path: str, change: Callable[[_Snapshot], str | None], *, timeout: float | None) -> None:
@@ -239,20 +221,22 @@ def _rewrite(path: str, change: Callable[[_Snapshot], str | None], *, timeout: f
     ``change`` runs again on a new read if a writer that ignores our lock changed the file
     before our rename; it must therefore be a decision on the snapshot it is given.
     """
-    try:
-        if stat.S_ISLNK(os.lstat(path).st_mode):
-            raise _symlink_error(path)
-    except FileNotFoundError:
-        # Checked before creating a lock file next to a proxy that is not there.
-        raise ProxyFileNotFound(path) from None
-    with locked(path, timeout=timeout):
+    resolved = resolve_proxy_path(path)
+    with _locking.locked(resolved, timeout=timeout):
         for attempt in range(1, MAX_REWRITE_ATTEMPTS + 1):
-            snapshot = _read_snapshot(path, for_write=True)
+            snapshot = _read_snapshot(resolved, path)
             text = change(snapshot)
             if text is None or text == snapshot.text:
                 return
+            if snapshot.st.st_nlink > 1:
+                raise TokenFileWriteError(
+                    f"the proxy file {path} has {snapshot.st.st_nlink - 1} other hard link(s); the bridge does not "
+                    "rewrite it, since the other names would keep the old key and token",
+                    path,
+                    fix=f"remove the other names (find / -xdev -samefile {resolved}), or run dirac-proxy-init",
+                )
             try:
-                _replace_contents(path, text, snapshot.st)
+                _replace_contents(resolved, text, snapshot.st)
                 return
             except _FileChanged:
                 log.logger().warn(
@@ -266,6 +250,7 @@ def _rewrite(path: str, change: Callable[[_Snapshot], str | None], *, timeout: f
     )
 
 
+@_public
 def write_token(path: str | os.PathLike[str], token: DiracxToken, *, timeout: float | None = 30) -> None:
     """Put ``token`` in the proxy at ``path``: the single DIRACX block is replaced (or appended).
 
@@ -286,6 +271,7 @@ def write_token(path: str | os.PathLike[str], token: DiracxToken, *, timeout: fl
     _rewrite(fspath, change, timeout=timeout)
 
 
+@_public
 def remove_token(path: str | os.PathLike[str], *, timeout: float | None = 30) -> bool:
     """Strip the DIRACX block(s) from the proxy (e.g. when its VO is disabled); True if any was there.
 
@@ -308,6 +294,7 @@ def remove_token(path: str | os.PathLike[str], *, timeout: float | None = 30) ->
     return removed
 
 
+@_public
 def update_token(
     path: str | os.PathLike[str],
     fn: Callable[[DiracxToken | None], DiracxToken | None],
@@ -324,7 +311,9 @@ def update_token(
     a cut-off block, unsafe) raises before ``fn`` is called, so no refresh is wasted.
 
     ``fn`` runs while the lock is held (keep it to one refresh), and may run again if a program
-    that ignores the lock (DIRAC's own writers) rewrote the proxy meanwhile.
+    that ignores the lock (DIRAC's own writers) rewrote the proxy meanwhile. When the new token
+    cannot be saved, ``TokenFileWriteError`` is raised after ``fn`` ran: the caller decides
+    whether to keep what ``fn`` made.
     """
     fspath = os.fspath(path)
     result: DiracxToken | None = None

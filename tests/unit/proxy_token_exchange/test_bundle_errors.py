@@ -242,7 +242,7 @@ def test_0400_is_accepted(proxy_file: Path, proxy_pem: str) -> None:
     os.chmod(proxy_file, 0o400)
     assert read_token(proxy_file) == token
     write_token(proxy_file, secret_token())
-    assert stat.S_IMODE(proxy_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(proxy_file.stat().st_mode) == 0o400  # a read-only proxy stays read-only
 
 
 def test_owned_by_another_user(proxy_file: Path, proxy_pem: str, all_writers) -> None:
@@ -261,19 +261,16 @@ def test_owned_by_another_user(proxy_file: Path, proxy_pem: str, all_writers) ->
 
 
 def test_symlink(tmp_path: Path, proxy_file: Path, proxy_pem: str, all_writers) -> None:
+    """A link of the user's own is followed, for reading and writing (the policy of docs/tokens.md)."""
     token = secret_token()
     write_private(proxy_file, proxy_pem + encode_block(token))
     link = tmp_path / "link-to-proxy"
     link.symlink_to(proxy_file)
-    # Reading through a link is what X509_USER_PROXY users do: allowed, the target is checked.
     assert read_token(link) == token
-    before = snapshot(proxy_file)
     for name, writer in all_writers.items():
-        with pytest.raises(UnsafeTokenFile) as info:
-            writer(link)
-        check_error(info.value, link, "symbolic link", str(proxy_file))
+        writer(link)
         assert link.is_symlink(), name
-        assert snapshot(proxy_file) == before, name
+    assert proxy_file.read_text().startswith(proxy_pem)
 
 
 def test_symlink_to_a_group_readable_file_is_refused_on_read(tmp_path: Path, proxy_file: Path) -> None:
@@ -358,7 +355,8 @@ def test_repr_and_str_hide_tokens(make_token) -> None:
         assert "2023-11-14T22:13:20Z" in text
         assert token.fingerprint in text
     assert token.fingerprint != secret_token().fingerprint
-    assert "out of range" in repr(DiracxToken("a", "r", 10**20))
+    with pytest.raises(ValueError, match="out of range"):
+        DiracxToken("a", "r", 10**20)
 
 
 def test_logs_hide_tokens(proxy_file: Path, proxy_pem: str, caplog) -> None:

@@ -27,7 +27,6 @@ from diracx_bridge.tokens import (
     update_token,
     write_token,
 )
-from diracx_bridge.tokens._locking import lock_path_for
 
 
 def dirac_layout_block(credentials_json: str) -> str:
@@ -219,7 +218,6 @@ def test_mode_is_0600_whatever_the_umask(proxy_file: Path, make_token, umask: in
     st = proxy_file.stat()
     assert stat.S_IMODE(st.st_mode) == 0o600
     assert st.st_uid == os.geteuid()
-    assert stat.S_IMODE(Path(lock_path_for(proxy_file)).stat().st_mode) == 0o600
 
 
 def test_group_is_kept(proxy_file: Path, make_token) -> None:
@@ -235,9 +233,7 @@ def test_write_is_atomic_rename(proxy_file: Path, make_token) -> None:
     before = proxy_file.stat().st_ino
     write_token(proxy_file, make_token())
     assert proxy_file.stat().st_ino != before
-    assert sorted(p.name for p in proxy_file.parent.iterdir()) == sorted(
-        [proxy_file.name, Path(lock_path_for(proxy_file)).name]
-    )
+    assert sorted(p.name for p in proxy_file.parent.iterdir()) == [proxy_file.name]  # no lock or temp file
 
 
 def test_identical_write_does_not_touch_the_file(proxy_file: Path, make_token) -> None:
