@@ -3,7 +3,8 @@
 * :mod:`._format`: DIRAC 9.1's DIRACX block, byte for byte (``DiracxToken``, ``encode_block``,
   ``decode_block``); pure text in, text or token out.
 * :mod:`.store`: the proxy file (``read_token``, ``write_token``, ``update_token``,
-  ``remove_token``): checks, lock (:mod:`._locking`), crash-safe rewrite (:mod:`.atomic`).
+  ``remove_token``): checks, lock (:mod:`._locking`, a ``flock`` on the proxy itself), crash-safe
+  rewrite (:mod:`.atomic`), which file a path names (:mod:`._files`: the symbolic-link policy).
 * :mod:`.claims`: the one reader of a JWT's claims, type-checked.
 
 Every failure is a :class:`diracx_bridge.errors.TokenFileError` (or a subclass) naming the file
