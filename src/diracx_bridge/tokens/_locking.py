@@ -107,11 +107,6 @@ def adopt(path: str, fd: int) -> None:
     _release(old)
 
 
-def holds(path: str) -> bool:
-    """Whether this thread holds the lock of ``path`` (the writers' precondition)."""
-    return os.path.abspath(path) in _held.current()
-
-
 def _release(entry: _Held) -> None:
     try:
         if entry.pid == os.getpid():  # a forked child must not unlock its parent's lock

@@ -393,3 +393,19 @@ def test_a_block_with_a_bad_field_leaves_no_token_in_frame_locals(bare_proxy: Pa
     with pytest.raises(errors.MalformedTokenBlock) as info:
         read_token(bare_proxy)
     assert leaks(info.value, secret) == []
+
+
+def test_a_lock_held_too_long_by_another_process_keeps_the_token_in_memory(bare_proxy: Path, said: list[str]) -> None:
+    import fcntl
+
+    write_token(bare_proxy, stale_token())
+    dx = Refresher()
+    _, client = user_process(bare_proxy, dx)  # lock_timeout 0.5 s
+    fd = os.open(bare_proxy, os.O_RDONLY)  # another open file description: another process's lock
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert [client.get("/api/ping").status_code for _ in range(3)] == [200] * 3
+    finally:
+        os.close(fd)
+    assert dx.refreshes == 1
+    assert len(said) == 1 and "kept in memory" in said[0] and "more than 0.5 s" in said[0]
