@@ -250,8 +250,8 @@ def _check_marker_count(text: str, path: str | os.PathLike[str] | None) -> None:
     count = text.count("-----BEGIN ") + text.count("-----END ")
     if count > MAX_PEM_MARKERS:
         raise NotAProxyFile(
-            f"{_describe(path)} holds {count} PEM markers, more than {MAX_PEM_MARKERS} PEM markers (a proxy has a "
-            "handful), so it is not a proxy file; refusing to use it",
+            f"{_describe(path)} has {count} PEM BEGIN/END lines; a proxy has a handful, and a file with more than "
+            f"{MAX_PEM_MARKERS} PEM markers is not one, so it is refused unread",
             path,
         )
 
