@@ -135,7 +135,7 @@ def submit_jobs(url: str, proxy: Path, count: int, settle_timeout: float) -> lis
     """
     import httpx
 
-    from diracx_bridge.proxy_token_exchange.bundle import read_token
+    from diracx_bridge.tokens import read_token
 
     token = read_token(proxy).access_token
     ids: list[int] = []

@@ -79,7 +79,7 @@ def step_proxy(grid: Grid) -> Path:
 def step_jobs_cross(grid: Grid, workdir: Path, proxy: Path) -> tuple[int, int]:
     import httpx
 
-    from diracx_bridge.proxy_token_exchange.bundle import read_token
+    from diracx_bridge.tokens import read_token
 
     assert grid.diracx is not None
     say("2. A job submitted with the legacy dirac-wms-job-submit is seen by DiracX")

@@ -17,6 +17,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from diracx_bridge import errors, tokens
+
 
 class CallerKind(Enum):
     PROXY = "proxy"  # a proxy file: the user's (or a payload's) own identity
@@ -52,8 +54,20 @@ def default_proxy_location() -> Path:
     """
     for var in ("GRID_PROXY_FILE", "X509_USER_PROXY"):
         if os.environ.get(var):
-            return Path(os.path.realpath(os.environ[var]))
+            return proxy_path(os.environ[var])
     return Path(f"/tmp/x509up_u{os.getuid()}")  # noqa: S108 - the grid's conventional location
+
+
+def proxy_path(location: str | os.PathLike[str]) -> Path:
+    """``location`` resolved by the tokens store's link policy (links of the user or root only).
+
+    A link the policy refuses is kept as it is: the store then refuses it with a message that
+    says why, rather than this module silently following it (docs/tokens.md, "Symbolic links").
+    """
+    try:
+        return Path(tokens.resolve_proxy_path(location))
+    except errors.UnsafeTokenFile:
+        return Path(os.path.abspath(location))
 
 
 def _group_and_vo(path: Path) -> tuple[str | None, str | None, str | None]:
@@ -109,6 +123,6 @@ def resolve_caller(client_kwargs: Mapping[str, Any]) -> Caller:
         use_certs = _use_server_certificate()
     if use_certs and not location:
         return Caller(CallerKind.HOST)
-    path = Path(os.path.realpath(location)) if location else default_proxy_location()
+    path = proxy_path(location) if location else default_proxy_location()
     group, vo, problem = _group_and_vo(path)
     return Caller(CallerKind.PROXY, proxy_path=path, group=group, vo=vo, problem=problem)

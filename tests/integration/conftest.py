@@ -15,9 +15,11 @@ import httpx
 import psutil
 import pytest
 
-from diracx_bridge.proxy_token_exchange.bundle import read_token
 from diracx_bridge.testing.dirac_worker import DiracWorker
 from diracx_bridge.testing.grid import Grid
+from diracx_bridge.tokens import (
+    read_token,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,9 @@ import time
 import psutil
 import pytest
 
-from diracx_bridge.proxy_token_exchange.bundle import read_token
+from diracx_bridge.tokens import (
+    read_token,
+)
 
 pytestmark = pytest.mark.integration
 

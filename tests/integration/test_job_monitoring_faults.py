@@ -17,7 +17,12 @@ import jwt
 import pytest
 from DIRACCommon.Core.Utilities import DErrno
 
-from diracx_bridge.proxy_token_exchange.bundle import DiracxToken, read_token, remove_token, write_token
+from diracx_bridge.tokens import (
+    DiracxToken,
+    read_token,
+    remove_token,
+    write_token,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from diracx_bridge.proxy_token_exchange.bundle import PEM_BEGIN, PEM_END
+from diracx_bridge.tokens import (
+    PEM_BEGIN,
+    PEM_END,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import jwt
 import pytest
 
-from diracx_bridge.proxy_token_exchange.bundle import read_token
+from diracx_bridge.tokens import (
+    read_token,
+)
 
 pytestmark = pytest.mark.integration
 

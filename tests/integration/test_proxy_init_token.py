@@ -14,7 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from diracx_bridge.proxy_token_exchange.bundle import PEM_BEGIN, read_token
+from diracx_bridge.tokens import (
+    PEM_BEGIN,
+    read_token,
+)
 
 pytestmark = pytest.mark.integration
 

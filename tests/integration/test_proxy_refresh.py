@@ -22,8 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from diracx_bridge.proxy_token_exchange import bundle
-from diracx_bridge.proxy_token_exchange.bundle import read_token, update_token
+from diracx_bridge import tokens
+from diracx_bridge.tokens import (
+    read_token,
+    update_token,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +104,9 @@ READER = r"""
 import json, os, stat, sys, time
 from pathlib import Path
 path, x509_file, go_file, duration = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
-from diracx_bridge.proxy_token_exchange.bundle import decode_block
+from diracx_bridge.tokens import (
+    decode_block,
+)
 from DIRAC.Core.Security.DiracX import diracxTokenFromPEM
 x509 = x509_file.read_bytes()
 while not go_file.exists():
@@ -131,14 +136,14 @@ def refreshes(grid) -> list[str]:
     return REFRESH_LINE.findall((grid.log_dir / "diracx-uvicorn.log").read_text(errors="replace"))
 
 
-def used_up(token: bundle.DiracxToken | None) -> bundle.DiracxToken | None:
+def used_up(token: tokens.DiracxToken | None) -> tokens.DiracxToken | None:
     """The same tokens, marked as needing a refresh (what 20 minutes of wall-clock time would do)."""
     return None if token is None else replace(token, expires_on=int(time.time()) - 1)
 
 
 def x509_part(path: Path) -> bytes:
     data = path.read_bytes()
-    return data[: data.index(bundle.PEM_BEGIN.encode())]
+    return data[: data.index(tokens.PEM_BEGIN.encode())]
 
 
 @pytest.fixture
@@ -180,7 +185,7 @@ def test_an_adapted_call_refreshes_a_used_up_token_and_writes_it_back(gs, grid, 
 def test_a_refresh_token_diracx_refuses_gives_session_expired(gs, grid, own_proxy, job_id):
     """A refresh token DiracX does not accept (here: its signature altered) means: run dirac-proxy-init."""
 
-    def tampered(token: bundle.DiracxToken | None) -> bundle.DiracxToken | None:
+    def tampered(token: tokens.DiracxToken | None) -> tokens.DiracxToken | None:
         assert token is not None
         head, payload, signature = token.refresh_token.split(".")
         forged = f"{head}.{payload}.{signature[::-1]}"

@@ -10,15 +10,15 @@ write-to-temp + rename.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
+import stat
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from diracx_bridge.cs_sync.errors import RepositoryError
+from diracx_bridge.tokens import atomic as tokens_atomic
 
 BRANCH = "master"
 FILENAME = "default.yml"
@@ -165,22 +165,6 @@ class ConfigRepository:
 
 
 def atomic_write(target: Path, content: bytes) -> None:
-    """Readers see the old file or the new one: temp file in the same directory, fsync, rename."""
-    mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Readers see the old ``default.yml`` or the new one (the mode of the old one is kept)."""
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
+    tokens_atomic.atomic_write(target, content, mode=mode)

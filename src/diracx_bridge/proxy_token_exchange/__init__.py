@@ -1,12 +1,7 @@
-"""DiracX tokens in proxy files: the DIRACX block, the legacy exchange, refresh and write-back.
+"""DIRAC's hooks for DiracX tokens: ``dirac-proxy-init``, ``dirac-proxy-info``, the ProxyManager's exchange.
 
-:mod:`.bundle` is the only module that reads or writes the DIRACX block of a proxy file; its
-public names are re-exported here. Importing this package imports neither DIRAC nor diracx.
+The DIRACX block, the proxy file and the token claims live in :mod:`diracx_bridge.tokens`; this
+package only plugs them into DIRAC (:mod:`.hooks`, :mod:`.proxy_init`, :mod:`.info`,
+:mod:`.exchange`) and holds ``diracx-bridge whoami`` (:mod:`.cli`). Importing it imports neither
+DIRAC nor diracx.
 """
-
-from __future__ import annotations
-
-from . import bundle
-from .bundle import *  # noqa: F403 - the public names are bundle's own __all__
-
-__all__ = list(bundle.__all__)

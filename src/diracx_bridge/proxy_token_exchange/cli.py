@@ -47,14 +47,14 @@ def register(subparsers: Any) -> None:
 
 
 def whoami(args: argparse.Namespace) -> int:
+    from diracx_bridge import errors, tokens
     from diracx_bridge.identity import default_proxy_location
-    from diracx_bridge.proxy_token_exchange import bundle
     from diracx_bridge.proxy_token_exchange.info import TokenInfo, format_rows, when
 
     path = Path(args.proxy) if args.proxy else default_proxy_location()
     try:
-        token = bundle.read_token(path)
-    except bundle.BundleError as exc:
+        token = tokens.read_token(path)
+    except errors.TokenFileError as exc:
         print(f"diracx-bridge whoami: {exc}", file=sys.stderr)
         return EXIT_NO_TOKEN
     info = TokenInfo.of(token)
@@ -90,8 +90,7 @@ def _certificate_expiry(path: Path) -> float | None:
 
 def _check(path: Path) -> int:
     """Ask DiracX who the token is; refresh and write back if the access token is used up."""
-    from diracx_bridge import errors
-    from diracx_bridge.proxy_token_exchange import bundle
+    from diracx_bridge import errors, tokens
 
     try:
         import DIRAC
@@ -110,7 +109,7 @@ def _check(path: Path) -> int:
             file=sys.stderr,
         )
         return EXIT_CHECK_FAILED
-    before = bundle.read_token(path)
+    before = tokens.read_token(path)
     try:
         session = get_session(settings.url, Path(path).absolute(), settings)
         started = time.monotonic()
@@ -124,7 +123,7 @@ def _check(path: Path) -> int:
     except ValueError:
         print(f"diracx-bridge whoami: DiracX at {settings.url} answered something that is not JSON", file=sys.stderr)
         return EXIT_CHECK_FAILED
-    refreshed = bundle.read_token(path).access_token != before.access_token
+    refreshed = tokens.read_token(path).access_token != before.access_token
     print(
         f"DiracX at {settings.url} accepts the token ({elapsed * 1000:.0f} ms): user {info.get('preferred_username')}, "
         f"VO {info.get('vo')}, group {info.get('dirac_group')}, properties "

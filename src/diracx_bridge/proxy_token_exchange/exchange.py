@@ -45,6 +45,7 @@ import httpx
 from diracx_bridge import errors, tls
 from diracx_bridge.errors import ExchangeMisconfigured, ExchangeRefused
 from diracx_bridge.settings import ExchangeSettings, OptionReader, cs_sync_identity, exchange_settings
+from diracx_bridge.tokens import Claims
 
 #: DIRAC asks for ``secondsLeft // 60 + 1`` minutes, and DiracX counts from its own clock: two
 #: requests with the same proxy may differ by this much in the refresh-token expiry they ask for.
@@ -148,15 +149,7 @@ def _lifetime_matches(cached: float | None, wanted: float | None, ttl: float) ->
 
 def refresh_token_expiry(response: Mapping[str, Any]) -> float | None:
     """The ``exp`` of the response's refresh token (read, not verified: DiracX signed it)."""
-    import jwt
-
-    token = response.get("refresh_token")
-    if not isinstance(token, str):
-        return None
-    try:
-        return float(jwt.decode(token, options={"verify_signature": False})["exp"])
-    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
-        return None
+    return Claims.of(response.get("refresh_token")).expires
 
 
 # --------------------------------------------------------------------------------------------

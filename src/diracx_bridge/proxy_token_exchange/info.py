@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from diracx_bridge.proxy_token_exchange import bundle
+from diracx_bridge import errors, tokens
+from diracx_bridge.tokens import Claims, DiracxToken
 
 #: DIRAC's ``formatProxyInfoAsString`` aligns labels on 13 columns.
 _LABEL_WIDTH = 13
@@ -40,20 +41,21 @@ class TokenInfo:
     legacy_exchange: bool
 
     @classmethod
-    def of(cls, token: bundle.DiracxToken) -> TokenInfo:
-        access = _claims(token.access_token)
-        refresh = _claims(token.refresh_token)
-        props = access.get("dirac_properties") or ()
+    def of(cls, token: DiracxToken) -> TokenInfo:
+        access = Claims.of(token.access_token)
+        refresh = Claims.of(token.refresh_token)
         return cls(
-            username=str(access.get("preferred_username", "?")),
-            subject=str(access.get("sub", "?")),
-            vo=str(access.get("vo", "?")),
-            group=str(access.get("dirac_group", "?")),
-            properties=tuple(str(p) for p in props) if isinstance(props, list | tuple) else (),
-            access_expires=_number(access.get("exp"), token.expires_on + bundle.EXPIRES_GRACE_SECONDS),
+            username=access.username,
+            subject=access.subject,
+            vo=access.vo,
+            group=access.group,
+            properties=access.properties,
+            access_expires=(
+                access.expires if access.expires is not None else token.expires_on + tokens.EXPIRES_GRACE_SECONDS
+            ),
             refresh_due=float(token.expires_on),
-            refresh_expires=_number(refresh.get("exp"), None),
-            legacy_exchange=bool(refresh.get("legacy_exchange", False)),
+            refresh_expires=refresh.expires,
+            legacy_exchange=refresh.legacy_exchange,
         )
 
     def rows(self, now: float | None = None) -> list[tuple[str, str]]:
@@ -82,26 +84,13 @@ class TokenInfo:
         return self.refresh_expires is None or now < self.refresh_expires
 
 
-def _claims(token: str) -> Mapping[str, Any]:
-    import jwt
-
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
-def _number(value: object, default: float | None) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return default
-
-
 def when(epoch: float, now: float | None = None) -> str:
     """``2026-01-02 03:04:05 UTC (1h 02m left)`` or ``... (expired 5m 10s ago)``."""
     now = time.time() if now is None else now
-    stamp = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        stamp = datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):  # not a time: say so rather than fail the display
+        return "out of range (not a time the token can mean)"
     delta = epoch - now
     if delta >= 0:
         return f"{stamp} ({duration(delta)} left)"
@@ -142,8 +131,8 @@ def make_tolerant_token_from_pem(original: Any) -> Callable[[Any], dict[str, Any
 
     def diracxTokenFromPEM(pemPath: Any) -> dict[str, Any] | None:
         try:
-            return bundle.read_token(pemPath).as_dict()
-        except bundle.BundleError:
+            return tokens.read_token(pemPath).as_dict()
+        except errors.TokenFileError:
             return None
 
     return diracxTokenFromPEM
@@ -174,8 +163,8 @@ def token_rows(info: Mapping[str, Any]) -> list[tuple[str, str]]:
     if not path:
         return []
     try:
-        token = bundle.read_token(path)
-    except bundle.NoTokenBlock:
+        token = tokens.read_token(path)
+    except errors.NoTokenBlock:
         vo = info.get("VO")
         if vo and vo in _disabled_vos():
             return []  # no token is the expected state: the VO stays on the legacy services
@@ -187,7 +176,7 @@ def token_rows(info: Mapping[str, Any]) -> list[tuple[str, str]]:
                 "adds one (it says why when it cannot); legacy services do not need it",
             )
         ]
-    except bundle.BundleError as exc:
+    except errors.TokenFileError as exc:
         return [("DiracX error", str(exc))]
     return TokenInfo.of(token).rows()
 

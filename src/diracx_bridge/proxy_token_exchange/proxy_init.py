@@ -7,7 +7,7 @@ any DiracX problem into "nobody can work". :func:`add_token_to_pem` replaces tha
 ``dirac_proxy_init``'s namespace (see :mod:`.hooks`) and:
 
 * asks ProxyManager's ``exchangeProxyForToken``, as DIRAC does (the API key stays on the server),
-  and writes the token into the proxy with :func:`.bundle.write_token` (atomic, 0600, locked,
+  and writes the token into the proxy with :func:`diracx_bridge.tokens.write_token` (atomic, 0600, locked,
   the certificate and key kept byte for byte);
 * on any failure, keeps the proxy, prints what is missing, why and who fixes it, and returns
   ``S_OK``: the command succeeds, legacy services keep working, and services moved to DiracX
@@ -34,8 +34,7 @@ from typing import Any
 
 from DIRACCommon.Core.Utilities import DErrno
 
-from diracx_bridge import errors, settings
-from diracx_bridge.proxy_token_exchange import bundle
+from diracx_bridge import errors, settings, tokens
 
 #: ``S_ERROR(errno, text)`` renders as ``"<strerror> ( <errno> : <text>)"``; the text is what matters here.
 _ERRNO_WRAPPED = re.compile(r"^[^()]*\( \d+ : (?P<inner>.*)\)\s*$", re.DOTALL)
@@ -113,12 +112,12 @@ def obtain_token(path: str, group: str) -> Outcome:
         _drop_stale_token(path)
         return explain_failure(result, path=path, group=group, vo=vo)
     try:
-        token = bundle.DiracxToken.from_token_response(result["Value"])
+        token = tokens.DiracxToken.from_token_response(result["Value"])
     except (TypeError, ValueError) as exc:
         return Outcome("failed", f"the ProxyManager answered without a usable DiracX token ({exc})")
     try:
-        bundle.write_token(path, token)
-    except bundle.BundleError as exc:
+        tokens.write_token(path, token)
+    except errors.TokenFileError as exc:
         return Outcome("failed", f"the DiracX token could not be written into the proxy: {exc}")
     return Outcome("added", f"DiracX token added to {path} ({token!r})")
 
@@ -126,9 +125,9 @@ def obtain_token(path: str, group: str) -> Outcome:
 def _drop_stale_token(path: str) -> None:
     """A token left from an earlier proxy in this file would not match the new proxy: remove it."""
     try:
-        if bundle.PEM_BEGIN in Path(path).read_text(errors="replace"):
-            bundle.remove_token(path)
-    except (OSError, bundle.BundleError):
+        if tokens.PEM_BEGIN in Path(path).read_text(errors="replace"):
+            tokens.remove_token(path)
+    except (OSError, errors.TokenFileError):
         pass
 
 

@@ -14,16 +14,14 @@ import os
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 
-from diracx_bridge import errors, tls
-from diracx_bridge.proxy_token_exchange import bundle
+from diracx_bridge import errors, tls, tokens
 from diracx_bridge.settings import BridgeSettings
+from diracx_bridge.tokens import Claims, DiracxToken
 
 #: Refresh this long before the access token expires (DiracX's own client uses 300 s of a
 #: 20-minute token; a shorter margin halves the refreshes of short scripts).
@@ -34,32 +32,6 @@ _RETRY_STATUSES = frozenset({502, 503, 504})
 _BACKOFF = (0.2, 0.6, 1.5)
 
 
-@dataclass(frozen=True)
-class Claims:
-    """The identity inside an access token (read, not verified: DiracX verifies it)."""
-
-    username: str
-    group: str
-    vo: str
-    properties: tuple[str, ...]
-
-    @classmethod
-    def of(cls, access_token: str) -> Claims:
-        try:
-            c = jwt.decode(access_token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            return cls("?", "?", "?", ())
-        return cls(
-            str(c.get("preferred_username", "?")),
-            str(c.get("dirac_group", "?")),
-            str(c.get("vo", "?")),
-            tuple(c.get("dirac_properties", ())),
-        )
-
-    def describe(self) -> str:
-        return f"{self.username} (group {self.group}, properties {', '.join(self.properties) or 'none'})"
-
-
 class TokenAuth(httpx.Auth):
     """Bearer auth from a proxy file's DIRACX block, refreshed and written back as needed."""
 
@@ -68,11 +40,12 @@ class TokenAuth(httpx.Auth):
         self.url = url
         self.settings = settings
         self._lock = threading.Lock()
-        self._token: bundle.DiracxToken | None = None
+        self._token: DiracxToken | None = None
         self._signature: tuple[int, int, int] | None = None
         self._token_endpoint: str | None = None
         self._refresh_client: httpx.Client | None = None
         self._refresh_pid = os.getpid()
+        self._margin_of: tuple[DiracxToken | None, float] = (None, REFRESH_MARGIN)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -83,28 +56,30 @@ class TokenAuth(httpx.Auth):
             raise errors.ProxyFileNotFound(self.proxy_path) from None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _read(self) -> bundle.DiracxToken:
-        try:
-            return bundle.read_token(self.proxy_path)
-        except bundle.NoTokenBlock:
-            raise errors.NoTokenBlock(self.proxy_path) from None
-        except bundle.ProxyFileNotFound:
-            raise errors.ProxyFileNotFound(self.proxy_path) from None
-        except bundle.BundleError as exc:
-            raise errors.TokenFileError(str(exc), self.proxy_path, fix="") from None
-
-    def current(self) -> bundle.DiracxToken:
+    def current(self) -> DiracxToken:
         """The token to send now: cached, re-read if the file changed, refreshed if expiring."""
         with self._lock:
             signature = self._file_signature()
             if self._token is None or signature != self._signature:
-                self._token = self._read()
+                self._token = tokens.read_token(self.proxy_path)
                 self._signature = signature
-            if self._token.expired(margin=REFRESH_MARGIN):
+            if self._expiring(self._token):
                 self._refresh_locked(stale=self._token)
             return self._token
 
-    def refresh(self, stale: bundle.DiracxToken) -> bundle.DiracxToken:
+    def _expiring(self, token: DiracxToken) -> bool:
+        """Refresh now? ``REFRESH_MARGIN`` before expiry, but never more than half the token's life.
+
+        With a fixed 60 s margin, a 75 s token (stored ``expires_on`` now+60) would be refreshed
+        on every call; its life is read from the access token (``exp`` minus ``iat``, or minus the
+        time in DiracX's UUIDv7 ``jti``).
+        """
+        if token is not self._margin_of[0]:
+            lifetime = Claims.of(token.access_token).lifetime
+            self._margin_of = (token, REFRESH_MARGIN if lifetime is None else min(REFRESH_MARGIN, lifetime / 2))
+        return token.expired(margin=self._margin_of[1])
+
+    def refresh(self, stale: DiracxToken) -> DiracxToken:
         """Refresh after DiracX refused ``stale`` (a 401), unless someone already did."""
         with self._lock:
             self._refresh_locked(stale=stale, force=True)
@@ -113,29 +88,34 @@ class TokenAuth(httpx.Auth):
 
     # -- refreshing ----------------------------------------------------------------------------
 
-    def _refresh_locked(self, *, stale: bundle.DiracxToken, force: bool = False) -> None:
-        def renew(current: bundle.DiracxToken | None) -> bundle.DiracxToken | None:
+    def _refresh_locked(self, *, stale: DiracxToken, force: bool = False) -> None:
+        """Refresh under the proxy's lock and write back; if it cannot be written, keep it in memory.
+
+        A token that cannot be saved (disk full, read-only directory, lock held too long, hard
+        links: ``TokenFileWriteError``) is still this process's token: it is used until it
+        expires, the file is not re-read while it is unchanged (so no refresh per call), and the
+        reason is said once.
+        """
+        minted: list[DiracxToken] = []
+
+        def renew(current: DiracxToken | None) -> DiracxToken | None:
             if current is None:
                 return None  # the block vanished meanwhile: reported below
-            if current.access_token != stale.access_token and not current.expired(margin=REFRESH_MARGIN):
+            if current.access_token != stale.access_token and not self._expiring(current):
                 return current  # another process refreshed while we waited for the lock
-            if not force and not current.expired(margin=REFRESH_MARGIN):
+            if not force and not self._expiring(current):
                 return current
-            return self._refresh_grant(current)
+            minted.append(self._refresh_grant(current))
+            return minted[-1]
 
         try:
-            token = bundle.update_token(self.proxy_path, renew)
-        except errors.BridgeError:
-            raise
-        except bundle.ProxyFileNotFound:
-            raise errors.ProxyFileNotFound(self.proxy_path) from None
-        except bundle.BundleLockError as exc:
-            # The proxy's directory does not let us lock or rewrite it: keep the refreshed token
-            # in memory for this process rather than fail the call.
-            token = self._refresh_grant(stale)
-            self._warn_once(f"refreshed DiracX token kept in memory only: {exc}")
-        except bundle.BundleError as exc:
-            raise errors.TokenFileError(str(exc), self.proxy_path, fix="") from None
+            token = tokens.update_token(self.proxy_path, renew, timeout=self.lock_timeout)
+        except errors.TokenFileWriteError as exc:
+            token = minted[-1] if minted else self._refresh_grant(stale)
+            self._warn_once(
+                f"the refreshed DiracX token of {self.proxy_path} is kept in memory for this process only, "
+                f"not written back: {exc}"
+            )
         if token is None:
             raise errors.NoTokenBlock(self.proxy_path)
         self._token = token
@@ -145,6 +125,8 @@ class TokenAuth(httpx.Auth):
             self._signature = None
 
     _warned: set[str] = set()  # noqa: RUF012 - process-wide on purpose
+    #: Seconds to wait for another process's refresh (it holds the proxy's lock) before refreshing alone.
+    lock_timeout: float = 30.0
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:
@@ -153,39 +135,36 @@ class TokenAuth(httpx.Auth):
 
             logger().warn(message)
 
-    def _refresh_grant(self, current: bundle.DiracxToken) -> bundle.DiracxToken:
+    def _refresh_grant(self, current: DiracxToken) -> DiracxToken:
         claims = Claims.of(current.access_token)
         if _refresh_expires_on(current) <= time.time():
             raise self._expired(claims, current)
         client = self._refresh_http()
+        unreachable = None
         try:
             r = client.post(
                 self._endpoint(client),
                 data={"grant_type": "refresh_token", "refresh_token": current.refresh_token, "client_id": CLIENT_ID},
             )
         except httpx.TransportError as exc:
-            raise errors.DiracXUnreachable(
-                self.url, f"{type(exc).__name__}: {exc}", doing=f"refreshing the token of {claims.username}"
-            ) from None
+            unreachable = f"{type(exc).__name__}: {exc}"
+        if unreachable is not None:  # raised here, not in the except: no context holding httpx's frames
+            raise errors.DiracXUnreachable(self.url, unreachable, doing=f"refreshing the token of {claims.username}")
         if r.status_code in (400, 401, 403):
             raise self._expired(claims, current, detail=_detail(r))
         if r.status_code != 200:
             raise errors.DiracXServerError(
                 self.url, f"refreshing the token of {claims.username}", status=r.status_code, detail=_detail(r)
             )
-        try:
-            body = r.json()
-            body.setdefault("refresh_token", None)
-            if not body["refresh_token"]:
-                body["refresh_token"] = current.refresh_token  # legacy-exchange tokens are not rotated
-            return bundle.DiracxToken.from_token_response(body)
-        except (ValueError, TypeError, AttributeError):
+        token = _token_from(r, current.refresh_token)
+        if token is None:
             # A 200 that is not a token response (a proxy's error page...): the message names no token.
             raise errors.DiracXServerError(
                 self.url, f"refreshing the token of {claims.username}", detail="an answer that is not a token response"
-            ) from None
+            )
+        return token
 
-    def _expired(self, claims: Claims, token: bundle.DiracxToken, detail: str = "") -> errors.SessionExpired:
+    def _expired(self, claims: Claims, token: DiracxToken, detail: str = "") -> errors.SessionExpired:
         try:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(_refresh_expires_on(token)))
         except (OverflowError, OSError, ValueError):  # inf: a refresh token that is not a readable JWT
@@ -230,19 +209,33 @@ class TokenAuth(httpx.Auth):
             self._refresh_client.close()
 
 
-def _refresh_expires_on(token: bundle.DiracxToken) -> float:
+def _refresh_expires_on(token: DiracxToken) -> float:
     """When the refresh token expires (its ``exp`` claim; DiracX verifies it, we only read it)."""
+    expires = Claims.of(token.refresh_token).expires
+    return float("inf") if expires is None else expires  # not a JWT we can read: let DiracX decide
+
+
+def _token_from(response: httpx.Response, refresh_token: str) -> DiracxToken | None:
+    """The token of a refresh answer, or None. Never raises, so no frame holding the answer is in a traceback."""
     try:
-        return float(jwt.decode(token.refresh_token, options={"verify_signature": False})["exp"])
-    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
-        return float("inf")  # not a JWT we can read: let DiracX decide
+        body = response.json()
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    if not body.get("refresh_token"):
+        body["refresh_token"] = refresh_token  # legacy-exchange refresh tokens are not rotated
+    try:
+        return DiracxToken.from_token_response(body)
+    except (ValueError, TypeError):
+        return None
 
 
 def _detail(response: httpx.Response) -> str:
     """DiracX's ``detail`` (or the body), redacted and shortened, for a message."""
     try:
         detail: Any = response.json().get("detail", response.text)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         detail = response.text
     if not isinstance(detail, str):
         detail = json.dumps(detail)

@@ -10,9 +10,12 @@ import pytest
 from core_test_helpers import FakeDiracX, HttpxWithTransport, make_token
 
 from diracx_bridge import routing, session
-from diracx_bridge.proxy_token_exchange.bundle import DiracxToken, write_token
 from diracx_bridge.session import _auth as session_auth
 from diracx_bridge.session import _session as session_pool
+from diracx_bridge.tokens import (
+    DiracxToken,
+    write_token,
+)
 
 
 @pytest.fixture

@@ -20,9 +20,11 @@ import httpx
 import jwt
 
 from diracx_bridge.identity import Caller, CallerKind
-from diracx_bridge.proxy_token_exchange.bundle import DiracxToken
 from diracx_bridge.routing import Route
 from diracx_bridge.settings import BridgeSettings, ServiceSettings
+from diracx_bridge.tokens import (
+    DiracxToken,
+)
 
 URL = "http://diracx.test"
 SIGNING_KEY = "unit-tests-only-signing-key-long-enough-for-hs256"

@@ -26,11 +26,15 @@ from core_test_helpers import (
 )
 from DIRACCommon.Core.Utilities import DErrno
 
-from diracx_bridge import errors, session
-from diracx_bridge.proxy_token_exchange import bundle
-from diracx_bridge.proxy_token_exchange.bundle import PEM_BEGIN, DiracxToken, read_token, write_token
+from diracx_bridge import errors, session, tokens
 from diracx_bridge.session import CLIENT_ID, REFRESH_MARGIN, DiracXSession, TokenAuth, get_session
 from diracx_bridge.session import _session as session_pool
+from diracx_bridge.tokens import (
+    PEM_BEGIN,
+    DiracxToken,
+    read_token,
+    write_token,
+)
 
 HEALTH = "/api/health/live"
 TOKEN = "/api/auth/token"
@@ -81,13 +85,13 @@ def test_token_is_cached_while_the_file_is_unchanged(
     proxy: Path, diracx: FakeDiracX, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[Path] = []
-    real_read = bundle.read_token
+    real_read = tokens.read_token
 
     def counting_read(path: Any, *args: Any, **kwargs: Any) -> DiracxToken:
         reads.append(Path(path))
         return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(bundle, "read_token", counting_read)
+    monkeypatch.setattr(tokens, "read_token", counting_read)
     s = new_session(proxy)
     for _ in range(5):
         s.request("GET", HEALTH)

@@ -46,7 +46,10 @@ def concurrent_writer(path: str, barrier: Any, duration: float, results: Any, in
     One call in five plays the loser of a refresh race: it returns the token it was given, which
     must not write. Reports how many increments it made, so the parent can check none was lost.
     """
-    from diracx_bridge.proxy_token_exchange.bundle import DiracxToken, update_token
+    from diracx_bridge.tokens import (
+        DiracxToken,
+        update_token,
+    )
 
     rng = random.Random(index)
     increments = unchanged = 0
@@ -79,7 +82,9 @@ def concurrent_reader(path: str, barrier: Any, duration: float, results: Any, in
 
     Reader 0 also reads with DIRAC's own ``diracxTokenFromPEM``, as agents and payloads do.
     """
-    from diracx_bridge.proxy_token_exchange.bundle import read_token
+    from diracx_bridge.tokens import (
+        read_token,
+    )
 
     dirac_reader = None
     if index == 0:

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from bundle_test_helpers import jwt_like
 
-from diracx_bridge.proxy_token_exchange.bundle import DiracxToken
+from diracx_bridge.tokens import (
+    DiracxToken,
+)
 
 
 @pytest.fixture

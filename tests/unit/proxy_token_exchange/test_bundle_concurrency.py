@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import stat
 from pathlib import Path
@@ -11,7 +10,10 @@ from pathlib import Path
 import bundle_test_helpers
 import pytest
 
-from diracx_bridge.proxy_token_exchange.bundle import lock_path_for, read_token, write_token
+from diracx_bridge.tokens import (
+    read_token,
+    write_token,
+)
 
 WRITERS = 16
 READERS = 4
@@ -66,10 +68,7 @@ def test_concurrent_update_and_read(proxy_file: Path, make_token) -> None:
     assert read_token(proxy_file).expires_on == BASE + total  # no lost update
     assert proxy_file.read_bytes().startswith(x509_part)
     assert stat.S_IMODE(proxy_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(lock_path_for(proxy_file)).st_mode) == 0o600
-    assert sorted(p.name for p in proxy_file.parent.iterdir()) == sorted(
-        [proxy_file.name, Path(lock_path_for(proxy_file)).name]
-    )
+    assert sorted(p.name for p in proxy_file.parent.iterdir()) == [proxy_file.name]  # no lock or temp file
     print(  # visible with -s: how hard the test pushed, and how evenly the lock was shared
         f"{total} increments, {sum(r['unchanged'] for r in writers)} no-op updates, "
         f"{sum(r['reads'] for r in readers)} reads; per writer: "

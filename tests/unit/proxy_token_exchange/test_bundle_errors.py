@@ -16,17 +16,18 @@ from pathlib import Path
 import pytest
 from bundle_test_helpers import jwt_like, write_private
 
-from diracx_bridge.proxy_token_exchange import bundle
-from diracx_bridge.proxy_token_exchange.bundle import (
-    PEM_BEGIN,
-    PEM_END,
-    BundleError,
-    DiracxToken,
+from diracx_bridge.errors import (
     MalformedTokenBlock,
     NotAProxyFile,
     NoTokenBlock,
     ProxyFileNotFound,
-    UnsafeBundleFile,
+    TokenFileError,
+    UnsafeTokenFile,
+)
+from diracx_bridge.tokens import (
+    PEM_BEGIN,
+    PEM_END,
+    DiracxToken,
     decode_block,
     encode_block,
     read_token,
@@ -190,9 +191,9 @@ def test_missing_file(tmp_path: Path, all_writers) -> None:
     with pytest.raises(ProxyFileNotFound) as info:
         read_token(path)
     assert isinstance(info.value, FileNotFoundError)
-    assert isinstance(info.value, BundleError)
+    assert isinstance(info.value, TokenFileError)
     assert info.value.filename == str(path)
-    check_error(info.value, path, "does not exist")
+    check_error(info.value, path, "No proxy at")
     for writer in all_writers.values():
         with pytest.raises(ProxyFileNotFound):
             writer(path)
@@ -226,11 +227,11 @@ def test_group_or_world_accessible(proxy_file: Path, proxy_pem: str, mode: int, 
     write_private(proxy_file, proxy_pem + encode_block(secret_token()))
     os.chmod(proxy_file, mode)
     before = snapshot(proxy_file)
-    with pytest.raises(UnsafeBundleFile) as info:
+    with pytest.raises(UnsafeTokenFile) as info:
         read_token(proxy_file)
     check_error(info.value, proxy_file, f"mode {mode:04o}", f"chmod 600 {proxy_file}")
     for name, writer in all_writers.items():
-        with pytest.raises(UnsafeBundleFile):
+        with pytest.raises(UnsafeTokenFile):
             writer(proxy_file)
         assert snapshot(proxy_file) == before, name
 
@@ -241,7 +242,7 @@ def test_0400_is_accepted(proxy_file: Path, proxy_pem: str) -> None:
     os.chmod(proxy_file, 0o400)
     assert read_token(proxy_file) == token
     write_token(proxy_file, secret_token())
-    assert stat.S_IMODE(proxy_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(proxy_file.stat().st_mode) == 0o400  # a read-only proxy stays read-only
 
 
 def test_owned_by_another_user(proxy_file: Path, proxy_pem: str, all_writers) -> None:
@@ -250,36 +251,33 @@ def test_owned_by_another_user(proxy_file: Path, proxy_pem: str, all_writers) ->
     write_private(proxy_file, proxy_pem + encode_block(secret_token()))
     os.chown(proxy_file, 4242, -1)
     before = snapshot(proxy_file)
-    with pytest.raises(UnsafeBundleFile) as info:
+    with pytest.raises(UnsafeTokenFile) as info:
         read_token(proxy_file)
     check_error(info.value, proxy_file, "belongs to uid 4242", f"uid {os.geteuid()}")
     for name, writer in all_writers.items():
-        with pytest.raises(UnsafeBundleFile):
+        with pytest.raises(UnsafeTokenFile):
             writer(proxy_file)
         assert snapshot(proxy_file) == before, name
 
 
 def test_symlink(tmp_path: Path, proxy_file: Path, proxy_pem: str, all_writers) -> None:
+    """A link of the user's own is followed, for reading and writing (the policy of docs/tokens.md)."""
     token = secret_token()
     write_private(proxy_file, proxy_pem + encode_block(token))
     link = tmp_path / "link-to-proxy"
     link.symlink_to(proxy_file)
-    # Reading through a link is what X509_USER_PROXY users do: allowed, the target is checked.
     assert read_token(link) == token
-    before = snapshot(proxy_file)
     for name, writer in all_writers.items():
-        with pytest.raises(UnsafeBundleFile) as info:
-            writer(link)
-        check_error(info.value, link, "symbolic link", str(proxy_file))
+        writer(link)
         assert link.is_symlink(), name
-        assert snapshot(proxy_file) == before, name
+    assert proxy_file.read_text().startswith(proxy_pem)
 
 
 def test_symlink_to_a_group_readable_file_is_refused_on_read(tmp_path: Path, proxy_file: Path) -> None:
     os.chmod(proxy_file, 0o644)
     link = tmp_path / "link"
     link.symlink_to(proxy_file)
-    with pytest.raises(UnsafeBundleFile, match="chmod 600"):
+    with pytest.raises(UnsafeTokenFile, match="chmod 600"):
         read_token(link)
 
 
@@ -311,7 +309,7 @@ def test_update_sees_damaged_block_as_none_and_repairs(proxy_file: Path, proxy_p
     write_private(proxy_file, f"{proxy_pem}{PEM_BEGIN}\n!!!garbage!!!\n{PEM_END}\n")
     seen = []
     new = secret_token()
-    with caplog.at_level(logging.WARNING, logger=bundle.__name__):
+    with caplog.at_level(logging.WARNING):
         update_token(proxy_file, lambda current: seen.append(current) or new)
     assert seen == [None]
     assert "not valid base64" in caplog.text
@@ -357,7 +355,8 @@ def test_repr_and_str_hide_tokens(make_token) -> None:
         assert "2023-11-14T22:13:20Z" in text
         assert token.fingerprint in text
     assert token.fingerprint != secret_token().fingerprint
-    assert "out of range" in repr(DiracxToken("a", "r", 10**20))
+    with pytest.raises(ValueError, match="out of range"):
+        DiracxToken("a", "r", 10**20)
 
 
 def test_logs_hide_tokens(proxy_file: Path, proxy_pem: str, caplog) -> None:
@@ -365,12 +364,11 @@ def test_logs_hide_tokens(proxy_file: Path, proxy_pem: str, caplog) -> None:
     damaged = {**secret_token().as_dict()}
     del damaged["refresh_token"]
     write_private(proxy_file, proxy_pem + raw_block(json.dumps(damaged).encode()))
-    with caplog.at_level(logging.DEBUG, logger=bundle.__name__):
+    with caplog.at_level(logging.DEBUG):
         update_token(proxy_file, lambda current: secret_token())
         write_token(proxy_file, secret_token())
         remove_token(proxy_file)
     assert "no refresh_token" in caplog.text
-    assert "fingerprint=sha256:" in caplog.text
     assert_no_secret(caplog.text)
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from bundle_test_helpers import jwt_like, write_private
 
-from diracx_bridge.proxy_token_exchange import bundle
-from diracx_bridge.proxy_token_exchange.bundle import (
+from diracx_bridge import tokens
+from diracx_bridge.tokens import (
     PEM_BEGIN,
     PEM_END,
     DiracxToken,
@@ -113,7 +113,7 @@ def test_expiry_computed_like_diracx() -> None:
     from diracx.core.models import TokenResponse
     from diracx.core.utils import EXPIRES_GRACE_SECONDS, serialize_credentials
 
-    assert bundle.EXPIRES_GRACE_SECONDS == EXPIRES_GRACE_SECONDS
+    assert tokens.EXPIRES_GRACE_SECONDS == EXPIRES_GRACE_SECONDS
     response = {
         "access_token": jwt_like("access"),
         "expires_in": 1200,
@@ -218,7 +218,6 @@ def test_mode_is_0600_whatever_the_umask(proxy_file: Path, make_token, umask: in
     st = proxy_file.stat()
     assert stat.S_IMODE(st.st_mode) == 0o600
     assert st.st_uid == os.geteuid()
-    assert stat.S_IMODE(Path(bundle.lock_path_for(proxy_file)).stat().st_mode) == 0o600
 
 
 def test_group_is_kept(proxy_file: Path, make_token) -> None:
@@ -234,9 +233,7 @@ def test_write_is_atomic_rename(proxy_file: Path, make_token) -> None:
     before = proxy_file.stat().st_ino
     write_token(proxy_file, make_token())
     assert proxy_file.stat().st_ino != before
-    assert sorted(p.name for p in proxy_file.parent.iterdir()) == sorted(
-        [proxy_file.name, Path(bundle.lock_path_for(proxy_file)).name]
-    )
+    assert sorted(p.name for p in proxy_file.parent.iterdir()) == [proxy_file.name]  # no lock or temp file
 
 
 def test_identical_write_does_not_touch_the_file(proxy_file: Path, make_token) -> None:

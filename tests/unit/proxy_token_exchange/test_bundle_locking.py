@@ -1,5 +1,5 @@
-"""The sidecar lock: re-entrancy, timeouts, leftovers of dead processes, unusable directories,
-and writers that ignore the lock (DIRAC's own)."""
+"""The proxy's lock (a flock on the proxy itself): re-entrancy, timeouts, leftovers of dead processes,
+unusable directories, and writers that ignore the lock (DIRAC's own)."""
 
 from __future__ import annotations
 
@@ -19,18 +19,18 @@ from pathlib import Path
 import pytest
 from bundle_test_helpers import jwt_like, write_private
 
-from diracx_bridge.proxy_token_exchange import bundle
-from diracx_bridge.proxy_token_exchange.bundle import (
-    BundleError,
-    BundleLockError,
-    BundleLockTimeout,
+from diracx_bridge.errors import (
+    TokenFileError,
+    TokenFileLockTimeout,
+    TokenFileWriteError,
+)
+from diracx_bridge.tokens import (
     DiracxToken,
-    UnsafeBundleFile,
     encode_block,
-    lock_path_for,
     locked,
     read_token,
     remove_token,
+    store,
     update_token,
     write_token,
 )
@@ -46,7 +46,7 @@ def bump(token: DiracxToken | None) -> DiracxToken:
 @pytest.fixture
 def held_elsewhere(proxy_file: Path) -> Iterator[Path]:
     """The proxy's lock held exclusively through another open file description (as another process would)."""
-    fd = os.open(lock_path_for(proxy_file), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(proxy_file, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         yield proxy_file
@@ -54,48 +54,27 @@ def held_elsewhere(proxy_file: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def test_lock_file_is_next_to_the_proxy(proxy_file: Path, tmp_path: Path, monkeypatch) -> None:
-    assert lock_path_for(proxy_file) == str(proxy_file) + ".lock"
-    monkeypatch.chdir(tmp_path)
-    assert lock_path_for(proxy_file.name) == str(proxy_file) + ".lock"
-    linked_dir = tmp_path / "linked"
-    sub = tmp_path / "real"
-    sub.mkdir()
-    linked_dir.symlink_to(sub)
-    assert lock_path_for(linked_dir / "p") == str(sub / "p") + ".lock"
-
-
 def test_reentrant_within_a_thread(proxy_file: Path, make_token) -> None:
     first, second = make_token(), make_token()
     with locked(proxy_file):
         write_token(proxy_file, first)
-        with locked(proxy_file, shared=True):
+        with locked(proxy_file):
             assert read_token(proxy_file) == first
         assert update_token(proxy_file, lambda current: second) == second
         assert remove_token(proxy_file) is True
-    with locked(proxy_file, shared=True), locked(proxy_file, shared=True):
-        pass
-
-
-def test_shared_cannot_be_upgraded(proxy_file: Path, make_token) -> None:
-    with locked(proxy_file, shared=True), pytest.raises(BundleLockError, match="upgrade"):
-        write_token(proxy_file, make_token())
-    write_token(proxy_file, make_token())  # the failed attempt left nothing held
 
 
 def test_timeout(held_elsewhere: Path, make_token) -> None:
     before = held_elsewhere.read_bytes()
-    with pytest.raises(BundleLockTimeout) as info:
+    with pytest.raises(TokenFileLockTimeout) as info:
         write_token(held_elsewhere, make_token(), timeout=0.2)
     assert isinstance(info.value, TimeoutError)
-    assert isinstance(info.value, BundleError)
+    assert isinstance(info.value, TokenFileError)
     message = str(info.value)
-    assert lock_path_for(held_elsewhere) in message
+    assert str(held_elsewhere) in message
     assert "retry" in message
     assert "[Errno" not in message
-    with pytest.raises(BundleLockTimeout), locked(held_elsewhere, shared=True, timeout=0.1):
-        pass
-    with pytest.raises(BundleLockTimeout), locked(held_elsewhere, timeout=0):
+    with pytest.raises(TokenFileLockTimeout), locked(held_elsewhere, timeout=0):
         pass
     assert held_elsewhere.read_bytes() == before
     # Readers need no lock.
@@ -103,35 +82,16 @@ def test_timeout(held_elsewhere: Path, make_token) -> None:
     assert read_token(held_elsewhere).expires_on == 5
 
 
-def test_shared_locks_coexist(proxy_file: Path) -> None:
-    fd = os.open(lock_path_for(proxy_file), os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    try:
-        with locked(proxy_file, shared=True, timeout=0):
-            pass
-        with pytest.raises(BundleLockTimeout), locked(proxy_file, timeout=0.05):
-            pass
-    finally:
-        os.close(fd)
-
-
-def test_leftover_lock_file_is_harmless(proxy_file: Path, make_token) -> None:
-    Path(lock_path_for(proxy_file)).write_text("left by a process that died\n")
-    os.chmod(lock_path_for(proxy_file), 0o644)
-    write_token(proxy_file, make_token(), timeout=0)
-    assert oct(os.stat(lock_path_for(proxy_file)).st_mode & 0o777) == oct(0o600)
-
-
 def test_lock_of_a_killed_holder_is_released(proxy_file: Path, make_token) -> None:
     """flock dies with its process: SIGKILL a holder, the next writer goes ahead at once."""
     code = (
-        "import sys, time; from diracx_bridge.proxy_token_exchange.bundle import locked\n"
+        "import sys, time; from diracx_bridge.tokens import locked\n"
         "with locked(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code, str(proxy_file)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(BundleLockTimeout):
+        with pytest.raises(TokenFileLockTimeout):
             write_token(proxy_file, make_token(), timeout=0.1)
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -141,47 +101,33 @@ def test_lock_of_a_killed_holder_is_released(proxy_file: Path, make_token) -> No
     assert read_token(proxy_file) == token
 
 
-def test_lock_file_symlink_is_refused(proxy_file: Path, tmp_path: Path, make_token) -> None:
-    target = tmp_path / "elsewhere"
-    Path(lock_path_for(proxy_file)).symlink_to(target)
-    with pytest.raises(UnsafeBundleFile, match="symbolic link; remove it") as info:
-        write_token(proxy_file, make_token())
-    assert str(proxy_file) in str(info.value)
-    assert not target.exists()
+def test_no_file_is_left_next_to_the_proxy(proxy_file: Path, make_token) -> None:
+    write_token(proxy_file, make_token())
+    update_token(proxy_file, bump)
+    remove_token(proxy_file)
+    assert [p.name for p in proxy_file.parent.iterdir()] == [proxy_file.name]
 
 
-def test_lock_file_of_another_user_is_refused(proxy_file: Path, make_token) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("giving the lock file to another uid needs root (os.chown); CI runs this suite as root")
-    Path(lock_path_for(proxy_file)).touch(mode=0o600)
-    os.chown(lock_path_for(proxy_file), 4242, -1)
-    before = proxy_file.read_bytes()
-    with pytest.raises(UnsafeBundleFile, match=r"owner uid 4242.*rm ") as info:
-        write_token(proxy_file, make_token())
-    assert str(proxy_file) in str(info.value)
-    assert proxy_file.read_bytes() == before
+def test_lock_follows_the_file_across_rewrites(proxy_file: Path, make_token) -> None:
+    """Inside one locked() the proxy is rewritten twice: its new inode is locked each time."""
+    with locked(proxy_file):
+        for _ in range(2):
+            write_token(proxy_file, make_token())
+            fd = os.open(proxy_file, os.O_RDONLY)
+            try:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(fd)
 
 
-def test_leftover_temp_file_of_a_crashed_writer_is_replaced(proxy_file: Path, make_token) -> None:
-    tmp = proxy_file.parent / f".{proxy_file.name}.diracx-bridge.tmp"
+def test_leftover_temp_file_of_a_crashed_writer_is_removed(proxy_file: Path, make_token) -> None:
+    tmp = proxy_file.parent / f".{proxy_file.name}.k2j3h4g5.diracx-bridge.tmp"
     tmp.write_text("half a proxy from a writer killed mid-write")
     token = make_token()
     write_token(proxy_file, token)
     assert read_token(proxy_file) == token
     assert not tmp.exists()
-
-
-def test_temp_file_of_another_user_is_refused(proxy_file: Path, make_token) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("giving the temp file to another uid needs root (os.chown); CI runs this suite as root")
-    tmp = proxy_file.parent / f".{proxy_file.name}.diracx-bridge.tmp"
-    tmp.write_text("planted")
-    os.chown(tmp, 4242, -1)
-    before = proxy_file.read_bytes()
-    with pytest.raises(UnsafeBundleFile, match="not a file of yours"):
-        write_token(proxy_file, make_token())
-    assert proxy_file.read_bytes() == before
-    assert tmp.read_text() == "planted"
 
 
 @pytest.fixture
@@ -233,8 +179,6 @@ def test_directory_we_cannot_write(readonly_dir_proxy: tuple[Path, DiracxToken])
 
     def scenario() -> dict:
         out: dict = {"read": read_token(proxy).as_dict()}
-        with locked(proxy, shared=True):  # readers fall back to no lock: no writer can hold one here
-            out["shared"] = "ok"
         for name, call in (
             ("write", lambda: write_token(proxy, DiracxToken("a", "r", 1))),
             ("remove", lambda: remove_token(proxy)),
@@ -243,18 +187,17 @@ def test_directory_we_cannot_write(readonly_dir_proxy: tuple[Path, DiracxToken])
             try:
                 call()
                 out[name] = "no error"
-            except BundleLockError as exc:
+            except TokenFileWriteError as exc:
                 out[name] = str(exc)
         return out
 
     result = run_as_nobody(scenario)
     assert result["read"] == token.as_dict()
-    assert result["shared"] == "ok"
     for name in ("write", "remove", "update"):
-        assert result[name].startswith(f"cannot create the lock file {proxy}.lock (Permission denied)"), result[name]
+        assert result[name].startswith(f"cannot rewrite the proxy file {proxy} (Permission denied)"), result[name]
         assert "directory you can write to" in result[name]
     assert proxy.read_bytes() == before
-    assert not Path(lock_path_for(proxy)).exists()
+    assert [p.name for p in proxy.parent.iterdir()] == [proxy.name]
 
 
 def test_writer_ignoring_the_lock_is_not_overwritten(proxy_file: Path, proxy_pem: str, make_token) -> None:
@@ -283,10 +226,10 @@ def test_writer_that_never_stops(proxy_file: Path, proxy_pem: str, make_token, m
         proxy_file.write_text(proxy_pem + f"# {len(calls)}\n")
         return make_token()
 
-    with pytest.raises(BundleError, match="kept changing") as info:
+    with pytest.raises(TokenFileError, match="kept changing") as info:
         update_token(proxy_file, meddle)
     assert str(proxy_file) in str(info.value)
-    assert len(calls) == bundle._MAX_REWRITE_ATTEMPTS
+    assert len(calls) == store.MAX_REWRITE_ATTEMPTS
     assert not list(proxy_file.parent.glob(".*.tmp"))
 
 

@@ -10,15 +10,17 @@ from pathlib import Path
 import pytest
 from ptx_helpers import access_token, refresh_token
 
+from diracx_bridge import tokens
 from diracx_bridge.cli import main
-from diracx_bridge.proxy_token_exchange import bundle
-from diracx_bridge.proxy_token_exchange.bundle import DiracxToken
 from diracx_bridge.proxy_token_exchange.info import (
     TokenInfo,
     duration,
     make_format_with_token,
     make_tolerant_token_from_pem,
     when,
+)
+from diracx_bridge.tokens import (
+    DiracxToken,
 )
 
 NOW = 1_800_000_000.0
@@ -55,7 +57,7 @@ def test_durations_read_naturally() -> None:
 
 def test_whoami_shows_the_token_without_dirac(proxy_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     token = admin_token(time.time())
-    bundle.write_token(proxy_file, token)
+    tokens.write_token(proxy_file, token)
     assert main(["whoami", "--proxy", str(proxy_file)]) == 0
     out = capsys.readouterr().out
     for expected in ("DiracX user   : ciuser", "DiracX VO     : civo", "DiracX group  : civo_admin", "access token  :"):
@@ -76,10 +78,10 @@ def test_whoami_explains_an_unusable_proxy(
     proxy_file: Path, capsys: pytest.CaptureFixture[str], content: str | None, expected: str
 ) -> None:
     if content == "two":
-        block = bundle.encode_block(admin_token())
+        block = tokens.encode_block(admin_token())
         proxy_file.write_text(proxy_file.read_text() + block + block)
     elif content == "garbage":
-        proxy_file.write_text(proxy_file.read_text() + f"{bundle.PEM_BEGIN}\n%%%not base64%%%\n{bundle.PEM_END}\n")
+        proxy_file.write_text(proxy_file.read_text() + f"{tokens.PEM_BEGIN}\n%%%not base64%%%\n{tokens.PEM_END}\n")
     before = proxy_file.read_bytes()
     assert main(["whoami", "--proxy", str(proxy_file)]) == 1
     assert expected in capsys.readouterr().err
@@ -87,7 +89,7 @@ def test_whoami_explains_an_unusable_proxy(
 
 
 def test_whoami_says_when_the_session_is_over(proxy_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bundle.write_token(proxy_file, admin_token(time.time() - 90000))
+    tokens.write_token(proxy_file, admin_token(time.time() - 90000))
     assert main(["whoami", "--proxy", str(proxy_file)]) == 1
     assert "run dirac-proxy-init -g civo_admin" in capsys.readouterr().err
 
@@ -105,7 +107,7 @@ def test_dirac_proxy_info_description_gains_identity_and_expiries(proxy_file: Pa
     from DIRAC.Core.Security.ProxyInfo import formatProxyInfoAsString
 
     original = getattr(formatProxyInfoAsString, "__diracx_bridge_original__", formatProxyInfoAsString)
-    bundle.write_token(proxy_file, admin_token(time.time()))
+    tokens.write_token(proxy_file, admin_token(time.time()))
     info = {"subject": "/CN=me", "group": "civo_admin", "hasDiracxToken": True, "path": str(proxy_file)}
     lines = make_format_with_token(original)(info).split("\n")
     assert lines[0].startswith("subject")
@@ -120,7 +122,7 @@ def test_a_damaged_block_no_longer_crashes_proxy_info(proxy_file: Path) -> None:
     """DIRAC 9.1.22's reader raises on two blocks; getProxyInfo lets it escape into dirac-proxy-info."""
     from DIRAC.Core.Security.DiracX import diracxTokenFromPEM as dirac_reader
 
-    block = bundle.encode_block(admin_token())
+    block = tokens.encode_block(admin_token())
     proxy_file.write_text(proxy_file.read_text() + block + block)
     with pytest.raises(ValueError, match="multiple DiracX tokens"):
         dirac_reader(str(proxy_file))
@@ -129,4 +131,4 @@ def test_a_damaged_block_no_longer_crashes_proxy_info(proxy_file: Path) -> None:
 
     original = getattr(formatProxyInfoAsString, "__diracx_bridge_original__", formatProxyInfoAsString)
     text = make_format_with_token(original)({"hasDiracxToken": False, "path": str(proxy_file), "VO": "civo"})
-    assert "DiracX error : the proxy" in text and "2 DiracX token blocks" in text
+    assert "DiracX error : the DiracX token block of the proxy" in text and "2 DiracX token blocks" in text

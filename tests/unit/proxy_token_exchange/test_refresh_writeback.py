@@ -14,11 +14,12 @@ import httpx
 import pytest
 from ptx_helpers import FakeDiracX, access_token, refresh_token
 
-from diracx_bridge import errors
-from diracx_bridge.proxy_token_exchange import bundle
-from diracx_bridge.proxy_token_exchange.bundle import DiracxToken
+from diracx_bridge import errors, tokens
 from diracx_bridge.session import TokenAuth
 from diracx_bridge.settings import BridgeSettings
+from diracx_bridge.tokens import (
+    DiracxToken,
+)
 
 URL = "http://diracx.invalid"
 SETTINGS = BridgeSettings(URL, frozenset(), 5.0, 30.0, 0, 1000)
@@ -33,7 +34,7 @@ def process(proxy: Path, dx: FakeDiracX) -> tuple[TokenAuth, httpx.Client]:
 
 def x509_part(path: Path) -> bytes:
     data = path.read_bytes()
-    return data[: data.index(bundle.PEM_BEGIN.encode())]
+    return data[: data.index(tokens.PEM_BEGIN.encode())]
 
 
 @pytest.fixture
@@ -46,19 +47,19 @@ def stale_proxy(proxy_file: Path, dx: FakeDiracX) -> Path:
     """A proxy whose access token is used up (``expires_on`` in the past) but whose refresh token is good."""
     token = DiracxToken(access_token(exp=time.time() + 600), refresh_token(), int(time.time()) - 5)
     dx.valid.add(token.access_token)
-    bundle.write_token(proxy_file, token)
+    tokens.write_token(proxy_file, token)
     return proxy_file
 
 
 def test_a_used_up_token_is_refreshed_once_written_back_and_reused_by_other_processes(
     stale_proxy: Path, dx: FakeDiracX
 ) -> None:
-    before = bundle.read_token(stale_proxy)
+    before = tokens.read_token(stale_proxy)
     cert_and_key = x509_part(stale_proxy)
     _, first = process(stale_proxy, dx)
     assert first.get("/api/auth/userinfo").status_code == 200
     assert len(dx.refreshes) == 1
-    after = bundle.read_token(stale_proxy)
+    after = tokens.read_token(stale_proxy)
     assert after.access_token != before.access_token
     assert after.refresh_token == before.refresh_token  # legacy-exchange refresh tokens are not rotated
     assert not after.expired(margin=600)
@@ -87,11 +88,11 @@ def test_many_processes_refreshing_at_once_make_one_refresh(stale_proxy: Path, d
 
 def test_a_401_on_a_token_believed_valid_refreshes_once_and_retries(proxy_file: Path, dx: FakeDiracX) -> None:
     revoked = DiracxToken(access_token(), refresh_token(), int(time.time()) + 1000)  # DiracX does not know it
-    bundle.write_token(proxy_file, revoked)
+    tokens.write_token(proxy_file, revoked)
     _, client = process(proxy_file, dx)
     assert client.get("/api/auth/userinfo").status_code == 200
     assert len(dx.refreshes) == 1
-    assert bundle.read_token(proxy_file).access_token in dx.valid
+    assert tokens.read_token(proxy_file).access_token in dx.valid
 
 
 @pytest.mark.parametrize("status", [400, 401, 403])
@@ -106,14 +107,14 @@ def test_a_refresh_token_diracx_refuses_means_run_dirac_proxy_init(
     message = str(caught.value)
     assert "has expired" in message and message.endswith("run dirac-proxy-init -g civo_user")
     assert caught.value.result["Errno"] == errors.SessionExpired.code
-    token = bundle.read_token(stale_proxy)
+    token = tokens.read_token(stale_proxy)
     for secret in (token.access_token, token.refresh_token):
         assert secret not in message
     assert stale_proxy.read_bytes() == before  # nothing written
 
 
 def test_an_expired_refresh_token_is_known_without_asking_diracx(proxy_file: Path, dx: FakeDiracX) -> None:
-    bundle.write_token(proxy_file, DiracxToken(access_token(), refresh_token(exp=time.time() - 1), 1))
+    tokens.write_token(proxy_file, DiracxToken(access_token(), refresh_token(exp=time.time() - 1), 1))
     _, client = process(proxy_file, dx)
     with pytest.raises(errors.SessionExpired, match="run dirac-proxy-init -g civo_user"):
         client.get("/api/auth/userinfo")
@@ -133,12 +134,12 @@ def test_a_refresh_answer_that_is_not_a_token_is_a_server_error(stale_proxy: Pat
 def test_a_new_proxy_written_meanwhile_is_picked_up_without_refresh(proxy_file: Path, dx: FakeDiracX) -> None:
     first = DiracxToken(access_token(), refresh_token(), int(time.time()) + 1000)
     dx.valid.add(first.access_token)
-    bundle.write_token(proxy_file, first)
+    tokens.write_token(proxy_file, first)
     _, client = process(proxy_file, dx)
     assert client.get("/api/auth/userinfo").status_code == 200
     second = DiracxToken(access_token(), refresh_token(), int(time.time()) + 1000)
     dx.valid = {second.access_token}  # only the new one is good now
-    bundle.write_token(proxy_file, second)  # as dirac-proxy-init would
+    tokens.write_token(proxy_file, second)  # as dirac-proxy-init would
     response = client.get("/api/auth/userinfo")
     assert response.status_code == 200
     assert response.request.headers["Authorization"] == f"Bearer {second.access_token}"
