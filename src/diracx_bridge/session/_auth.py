@@ -28,8 +28,6 @@ from diracx_bridge.tokens import Claims, DiracxToken
 REFRESH_MARGIN = 60.0
 #: DiracX's public client ID; the refresh grant of legacy-exchange tokens does not check it.
 CLIENT_ID = "myDIRACClientID"
-_RETRY_STATUSES = frozenset({502, 503, 504})
-_BACKOFF = (0.2, 0.6, 1.5)
 
 
 class TokenAuth(httpx.Auth):
