@@ -193,7 +193,12 @@ class TokenAuth(httpx.Auth):
 
     # -- httpx.Auth ----------------------------------------------------------------------------
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Bearer token; one refresh and retry on a 401.
+
+        ``sync_auth_flow`` rather than ``auth_flow``: this flow takes a lock and does file and
+        network I/O (read, refresh, write back), which httpx asks to keep out of ``auth_flow``.
+        """
         token = self.current()
         request.headers["Authorization"] = f"Bearer {token.access_token}"
         response = yield request
@@ -201,6 +206,10 @@ class TokenAuth(httpx.Auth):
             token = self.refresh(token)
             request.headers["Authorization"] = f"Bearer {token.access_token}"
             yield request
+
+    async def async_auth_flow(self, request: httpx.Request) -> Any:  # pragma: no cover - sync clients only
+        raise RuntimeError("TokenAuth locks and reads files: use it with httpx.Client, not AsyncClient")
+        yield request  # an async generator, as httpx expects
 
     def close(self) -> None:
         if self._refresh_client is not None:
