@@ -1,8 +1,13 @@
-"""``diracx-bridge status`` tells an admin which route each service takes for a given proxy, and why."""
+"""``diracx-bridge status`` tells an admin which route each service takes for a given proxy, and why.
+
+It only reports: DiracX's access log shows that ``--check`` makes exactly one readiness request
+(the "answered 200" it prints is DiracX's), and that without ``--check`` DiracX is not contacted.
+"""
 
 from __future__ import annotations
 
 import pytest
+from traffic import observe
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +35,9 @@ def switched_on(tmp_path) -> dict[str, str]:
 
 def test_status_for_a_diracx_vo(gs, grid, switched_on):
     gs.proxy()
-    out = grid.run(["diracx-bridge", "status", "--check"], env=switched_on).stdout
+    with observe(grid) as traffic:
+        out = grid.run(["diracx-bridge", "status", "--check"], env=switched_on).stdout
+    assert [(e.method, e.path, e.status) for e in traffic.diracx] == [("GET", "/api/health/ready", 200)]
     assert f"/DiracX/URL               : {grid.diracx.url}" in out
     assert "/DiracX/DisabledVOs       : legacyvo" in out
     assert "VO civo" in out
@@ -46,7 +53,9 @@ def test_status_for_a_diracx_vo(gs, grid, switched_on):
 
 def test_status_for_a_disabled_vo(gs, grid, switched_on):
     gs.proxy("legacyuser", "legacyvo_user")
-    out = grid.run(["diracx-bridge", "status"], user="legacyuser", group="legacyvo_user", env=switched_on).stdout
+    with observe(grid) as traffic:
+        out = grid.run(["diracx-bridge", "status"], user="legacyuser", group="legacyvo_user", env=switched_on).stdout
+    assert traffic.diracx == []
     assert "WorkloadManagement/JobMonitoring         -> legacy  (VO legacyvo is in /DiracX/DisabledVOs" in out
 
 
