@@ -18,12 +18,17 @@ The bridge row is ``convert()`` (the same work as diracx's command, plus its rep
 second validation of the written file as the DiracX server reads it). The ``sync`` rows add the
 git side: first export into an empty repository, then a re-run that finds nothing to change.
 
-Run: ``.venv/bin/python bench/cs_sync_bench.py [--users N --vos N --sites N --repeat N]``.
+The two implementations run in interleaved rounds, in rotating order, after ``--warmup`` rounds
+that are not counted (:mod:`harness`); the table shows medians (and the largest peak RSS), the
+ratios both the ratio of the medians and the median of the per-round ratios.
+
+Run: ``.venv/bin/python bench/cs_sync_bench.py [--users N --vos N --sites N --repeat N --warmup N --json F]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -33,6 +38,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import harness
 
 LEGACY_MODE_VARIABLE = "DIRAC_COMPAT_ENABLE_CS_CONVERSION"
 
@@ -158,20 +165,25 @@ def _measure(kind: str, cfg_path: Path, out_path: Path) -> dict[str, float]:
         raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
     stats["process_s"] = wall
+    stats["rest_s"] = stats["convert_s"] - stats["parse_s"]
     return stats
 
 
 COLUMNS = ("parse", "rest", "total", "CPU", "process", "peak RSS")
+#: The metrics of one run, as the table's columns show them (``rest_s``: what each implementation owns).
+SECONDS = ("parse_s", "rest_s", "convert_s", "cpu_s", "process_s")
+KINDS = ("diracx", "bridge")
+CASE = "convert"
 
 
-def _row(name: str, runs: list[dict[str, float]]) -> str:
-    def median(key: str) -> float:
-        return statistics.median(r[key] for r in runs)
+def _row(name: str, metrics: dict[str, list[float]]) -> list[str]:
+    """Medians of the times, largest peak RSS: one table row."""
+    cells = [f"{statistics.median(metrics[key]):.2f} s" for key in SECONDS]
+    return [name, *cells, f"{max(metrics['rss_kb']) / 1024:.0f} MiB"]
 
-    rest = statistics.median(r["convert_s"] - r["parse_s"] for r in runs)
-    seconds = [median("parse_s"), rest, median("convert_s"), median("cpu_s"), median("process_s")]
-    cells = [f"{v:>7.2f} s" for v in seconds] + [f"{max(r['rss_kb'] for r in runs) / 1024:>5.0f} MiB"]
-    return f"| {name:<28} | " + " | ".join(cells) + " |"
+
+def _by_metric(stats: dict[str, float]) -> dict[str, list[float]]:
+    return {key: [value] for key, value in stats.items()}
 
 
 def main() -> None:
@@ -180,6 +192,10 @@ def main() -> None:
     parser.add_argument("--vos", type=int, default=50)
     parser.add_argument("--sites", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per implementation (the median is shown)")
+    parser.add_argument(
+        "--warmup", type=int, default=0, help="uncounted rounds first (default 0: each run is a new process)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results (raw samples included) here")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "CFG", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -194,39 +210,64 @@ def main() -> None:
         cfg_path.write_text(generate_cs(args.users, args.vos, args.sites))
         size_mib = cfg_path.stat().st_size / 2**20
         print(f"CS: {args.users} users, {args.vos} VOs, {args.sites} sites ({size_mib:.1f} MiB of cfg)")
-        print(f"{args.repeat} run(s) each, interleaved; median times, max peak RSS; Python {sys.version.split()[0]}")
-        runs: dict[str, list[dict[str, float]]] = {"diracx": [], "bridge": []}
-        for i in range(args.repeat):
-            for kind, results in runs.items():
-                results.append(_measure(kind, cfg_path, work / f"{kind}-{i}.yaml"))
+        print(
+            f"{args.repeat} run(s) each after {args.warmup} warm-up round(s), interleaved in rotating order; "
+            f"median times, max peak RSS; Python {sys.version.split()[0]}"
+        )
+        first_output: dict[str, Path] = {}
+        run_number = itertools.count()
+
+        def measure(_case: str, kind: str) -> dict[str, float]:
+            out_path = work / f"{kind}-{next(run_number)}.yaml"
+            first_output.setdefault(kind, out_path)
+            return _measure(kind, cfg_path, out_path)
+
+        samples = harness.run_rounds([CASE], KINDS, measure, rounds=args.repeat, warmup=args.warmup)[CASE]
+        by_kind = {kind: {metric: samples[metric][kind] for metric in samples} for kind in KINDS}
         repo = work / "repo"
         initial = _measure("sync", cfg_path, repo)
         noop = _measure("sync", cfg_path, repo)
 
-        theirs = yaml.load((work / "diracx-0.yaml").read_text(), Loader=yaml.CSafeLoader)
-        ours = yaml.load((work / "bridge-0.yaml").read_text(), Loader=yaml.CSafeLoader)
+        theirs = yaml.load(first_output["diracx"].read_text(), Loader=yaml.CSafeLoader)
+        ours = yaml.load(first_output["bridge"].read_text(), Loader=yaml.CSafeLoader)
         same = theirs == ours
 
+        rows = [
+            _row("diracx 0.7.0 cs-sync", by_kind["diracx"]),
+            _row("bridge convert", by_kind["bridge"]),
+            _row("bridge sync, first commit", _by_metric(initial)),
+            _row("bridge sync, nothing changed", _by_metric(noop)),
+        ]
         print()
-        print(f"| {'implementation':<28} | " + " | ".join(f"{c:>9}" for c in COLUMNS) + " |")
-        print(f"|{'-' * 30}|" + "|".join("-" * 11 for _ in COLUMNS) + "|")
-        print(_row("diracx 0.7.0 cs-sync", runs["diracx"]))
-        print(_row("bridge convert", runs["bridge"]))
-        print(_row("bridge sync, first commit", [initial]))
-        print(_row("bridge sync, nothing changed", [noop]))
-
-        def ratio(key: str, parse: bool = False) -> float:
-            def value(r: dict[str, float]) -> float:
-                return r[key] - (r["parse_s"] if parse else 0.0)
-
-            return statistics.median(map(value, runs["bridge"])) / statistics.median(map(value, runs["diracx"]))
-
+        print("\n".join(harness.table(["implementation", *COLUMNS], rows, markdown=True)))
         print()
-        print(
-            f"bridge/diracx: total {ratio('convert_s'):.2f}x, without the shared parse "
-            f"{ratio('convert_s', parse=True):.2f}x, CPU {ratio('cpu_s'):.2f}x; "
-            f"same configuration as diracx: {'yes' if same else 'NO'}"
-        )
+        for key, label in (("convert_s", "total"), ("rest_s", "rest (no shared parse)"), ("cpu_s", "CPU")):
+            print(
+                harness.comparison_line(
+                    "bridge", f"diracx, {label}", samples[key]["bridge"], samples[key]["diracx"], 30
+                )
+            )
+        print(f"same configuration as diracx: {'yes' if same else 'NO'}")
+        if args.json:
+            harness.write_json(
+                args.json,
+                {
+                    "cs": {"users": args.users, "vos": args.vos, "sites": args.sites, "cfg_mib": round(size_mib, 2)},
+                    "repeat": args.repeat,
+                    "warmup": args.warmup,
+                    "samples": samples,
+                    "summary": {
+                        metric: {kind: harness.summarise(values) for kind, values in per_kind.items()}
+                        for metric, per_kind in samples.items()
+                    },
+                    "ratios": {
+                        key: harness.comparison(samples[key]["bridge"], samples[key]["diracx"])
+                        for key in ("convert_s", "rest_s", "cpu_s")
+                    },
+                    "sync": {"first_commit": initial, "nothing_changed": noop},
+                    "same_configuration": same,
+                },
+            )
 
 
 if __name__ == "__main__":

@@ -27,16 +27,17 @@ session and token" and "DIRAC client, routing and reshaping".
 
 How, and why so:
 
-* All paths run in the same process, **interleaved**: each round calls every path once, in a
-  rotating order, for each case (one job ID, then ``--many`` IDs). On this shared 2-core
-  machine the load of other processes drifts over seconds; interleaving spreads that drift
-  over all paths alike instead of penalising whichever ran last. The switch is flipped in the
-  process's in-memory CS (the bridge re-reads it on every call) outside the timed region.
+* All paths run in the same process, **interleaved** (:mod:`harness`, shared by every bench):
+  each round calls every path once, in a rotating order, for each case (one job ID, then
+  ``--many`` IDs). On this shared 2-core machine the load of other processes drifts over
+  seconds; interleaving spreads that drift over all paths alike instead of penalising whichever
+  ran last. The switch is flipped in the process's in-memory CS (the bridge re-reads it on every
+  call) outside the timed region.
 * The first ``--warmup`` rounds are not counted (imports, first connections, token read).
 * Per path: median, p90 and mean wall time, and the median CPU time of the calling thread (the
   client-side cost, which the machine's load perturbs much less than wall time). Ratios are
-  adapter/raw_httpx, adapter/dirac_future and adapter/legacy of the medians, plus the median of
-  the per-round adapter/raw ratio (paired samples taken milliseconds apart).
+  adapter/raw_httpx, adapter/dirac_future and adapter/legacy, each as the ratio of the medians,
+  of the means, and the median of the per-round ratios (paired samples taken milliseconds apart).
 * Before timing: the adapter must answer what legacy answers, and the raw request must be byte
   for byte the adapter's (method, URL with query, body), or the bench fails rather than compare
   different work. During timing each answer is checked (``OK``, number of jobs): DIRAC 9.1.22's
@@ -76,6 +77,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import harness
 
 SERVICE = "WorkloadManagement/JobMonitoring"
 SWITCH = f"/DiracX/FutureClientEnabled/{SERVICE}"
@@ -218,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         results_path.write_text(json.dumps(results, indent=1))
         print(report(results))
         if args.json:
-            args.json.write_text(json.dumps(results, indent=1))
+            harness.write_json(args.json, results)
         print(f"\nraw samples: {results_path}; profiles: {workdir}/adapter-profile-*.txt; logs: {grid.log_dir}")
         print(f"bench wall time: {time.monotonic() - t0:.0f} s")
         succeeded = True
@@ -251,17 +254,6 @@ def run(args: argparse.Namespace) -> int:
 # =============================================================================================
 
 
-def summarise(samples_ms: Sequence[float]) -> dict[str, float]:
-    """Median, p90 (nearest rank) and mean of one path's samples."""
-    ordered = sorted(samples_ms)
-    p90 = ordered[min(len(ordered) - 1, max(0, round(0.9 * len(ordered)) - 1))]
-    return {"median": statistics.median(ordered), "p90": p90, "mean": statistics.fmean(ordered)}
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
-
-
 def report(results: dict[str, Any]) -> str:
     """The text report: one table per case, the ratios, the target verdict, the profile summary."""
     m = results["machine"]
@@ -276,40 +268,30 @@ def report(results: dict[str, Any]) -> str:
     for case, data in results["cases"].items():
         n_ids = data["requested"]
         lines += ["", f"== {case}: {n_ids} job ID{'s' if n_ids > 1 else ''} per call ==", ""]
-        lines.append(f"{'path':<54} {'median':>8} {'p90':>8} {'mean':>8} {'CPU med':>8} {'jobs':>6}")
-        stats = {}
-        for path in PATHS:
-            if path not in data["wall_ms"]:
-                continue
-            s = stats[path] = summarise(data["wall_ms"][path])
-            cpu = statistics.median(data["cpu_ms"][path])
-            jobs = data["jobs_returned"][path]
-            flag = "  <- FEWER than asked" if jobs < n_ids else ""
-            lines.append(
-                f"{LABELS[path]:<54} {s['median']:7.2f}  {s['p90']:7.2f}  {s['mean']:7.2f}  {cpu:7.2f}  {jobs:>5}{flag}"
-            )
+        wall = {path: data["wall_ms"][path] for path in PATHS if path in data["wall_ms"]}
+        rows = harness.summary_rows(wall, LABELS)
+        for row, path in zip(rows, wall, strict=True):
+            row += [f"{statistics.median(data['cpu_ms'][path]):.2f}", str(data["jobs_returned"][path])]
+        table = harness.table(["path", "median", "p90", "mean", "CPU med", "jobs"], rows)
+        fewer = [data["jobs_returned"][path] < n_ids for path in wall]
+        lines += [
+            table[0],
+            *(line + ("  <- FEWER than asked" if f else "") for line, f in zip(table[1:], fewer, strict=True)),
+        ]
         lines.append("(milliseconds; CPU med = median CPU time of the calling thread, i.e. client-side work)")
-        a = stats["adapter"]
         lines.append("")
         for other in ("raw_httpx", "dirac_future", "legacy"):
-            lines.append(
-                f"adapter / {other:<13} median {_ratio(a['median'], stats[other]['median']):5.2f}x   "
-                f"mean {_ratio(a['mean'], stats[other]['mean']):5.2f}x"
-            )
-        paired = statistics.median(
-            _ratio(x, y) for x, y in zip(data["wall_ms"]["adapter"], data["wall_ms"]["raw_httpx"], strict=True)
-        )
-        lines.append(f"adapter / raw_httpx, median of per-round ratios: {paired:.2f}x")
+            lines.append(harness.comparison_line("adapter", other, wall["adapter"], wall[other]))
         # Wall-time differences of a few ms drown in this machine's noise; the calling thread's
         # CPU time is what the client itself spends, so the overhead is split with it.
         cpu = {path: statistics.median(data["cpu_ms"][path]) for path in ("adapter", "session", "raw_httpx")}
         lines.append(
-            f"client CPU adapter / raw_httpx: {_ratio(cpu['adapter'], cpu['raw_httpx']):.2f}x; the adapter's "
+            f"client CPU adapter / raw_httpx: {harness.ratio(cpu['adapter'], cpu['raw_httpx']):.2f}x; the adapter's "
             f"extra {cpu['adapter'] - cpu['raw_httpx']:+.2f} ms CPU per call = session/token layer "
             f"{cpu['session'] - cpu['raw_httpx']:+.2f} ms + DIRAC Client, routing and adapter "
             f"{cpu['adapter'] - cpu['session']:+.2f} ms"
         )
-        ratio = _ratio(a["median"], stats["raw_httpx"]["median"])
+        ratio = harness.ratio_of_medians(wall["adapter"], wall["raw_httpx"])
         met = ratio <= TARGET
         verdicts.append((case, ratio, met))
         if data["jobs_returned"]["dirac_future"] < n_ids:
@@ -340,7 +322,7 @@ def _canned_lines(canned: dict[str, Any] | None, cases: dict[str, Any]) -> list[
         c = canned[case]
         overhead = c["adapter"] - c["raw_httpx"]
         floor_ms = overhead / (TARGET - 1) / 1000
-        raw_ms = summarise(cases[case]["wall_ms"]["raw_httpx"])["median"]
+        raw_ms = harness.summarise(cases[case]["wall_ms"]["raw_httpx"])["median"]
         lines.append(
             f"{case:<6} {c['raw_httpx']:10.0f} {c['session']:10.0f} {c['adapter']:10.0f} {overhead:+16.0f}   "
             f"a raw call takes >= {floor_ms:.1f} ms (measured here: {raw_ms:.1f} ms)"
@@ -470,33 +452,32 @@ def _build_paths(url: str) -> tuple[list[Path_], Callable[[], None]]:
 
 
 def _measure_rounds(paths: list[Path_], cases: dict[str, list[int]], calls: int, warmup: int) -> dict[str, Any]:
-    """The interleaved rounds: every case, every path once per round, in a rotating order."""
-    out: dict[str, Any] = {
+    """The interleaved rounds (harness.run_rounds): every case, every path once per round, rotating."""
+    by_name = {p.name: p for p in paths}
+    returned: dict[str, dict[str, int]] = {case: {} for case in cases}
+
+    def measure(case: str, name: str) -> dict[str, float]:
+        path, ids = by_name[name], cases[case]
+        path.prepare()
+        c0 = time.thread_time_ns()
+        t0 = time.perf_counter_ns()
+        value = path.call(ids)
+        t1 = time.perf_counter_ns()
+        c1 = time.thread_time_ns()
+        if returned[case].setdefault(name, len(value)) != len(value):
+            raise BenchError(f"{name} returned {len(value)} jobs, earlier {returned[case][name]}")
+        return {"wall_ms": (t1 - t0) / 1e6, "cpu_ms": (c1 - c0) / 1e6}
+
+    samples = harness.run_rounds(list(cases), list(by_name), measure, rounds=calls, warmup=warmup)
+    return {
         case: {
             "requested": len(ids),
-            "wall_ms": {p.name: [] for p in paths},
-            "cpu_ms": {p.name: [] for p in paths},
-            "jobs_returned": {},
+            "wall_ms": samples[case]["wall_ms"],
+            "cpu_ms": samples[case]["cpu_ms"],
+            "jobs_returned": returned[case],
         }
         for case, ids in cases.items()
     }
-    for rnd in range(warmup + calls):
-        for case, ids in cases.items():
-            k = rnd % len(paths)
-            for path in paths[k:] + paths[:k]:
-                path.prepare()
-                c0 = time.thread_time_ns()
-                t0 = time.perf_counter_ns()
-                value = path.call(ids)
-                t1 = time.perf_counter_ns()
-                c1 = time.thread_time_ns()
-                returned = out[case]["jobs_returned"]
-                if returned.setdefault(path.name, len(value)) != len(value):
-                    raise BenchError(f"{path.name} returned {len(value)} jobs, earlier {returned[path.name]}")
-                if rnd >= warmup:
-                    out[case]["wall_ms"][path.name].append((t1 - t0) / 1e6)
-                    out[case]["cpu_ms"][path.name].append((c1 - c0) / 1e6)
-    return out
 
 
 def _check_same_answers(paths: list[Path_], cases: dict[str, list[int]]) -> None:

@@ -2,7 +2,8 @@
 
 The grid is started by the first test that needs it and stopped at the end of the session;
 if it cannot start, every test that needs it fails with the culprit's name and log (never a
-skip). Proxies and DIRAC client workers are made on demand and cached for the session.
+skip). Proxies and DIRAC client workers are made on demand and cached for the session. Every
+failed test that used the grid, through any fixture, carries the tails of its logs (grid_logs).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import pytest
 
 from diracx_bridge.testing.dirac_worker import DiracWorker
 from diracx_bridge.testing.grid import Grid
-from diracx_bridge.tokens import (
-    read_token,
-)
+from diracx_bridge.tokens import read_token
+from grid_logs import GRID
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +63,9 @@ class GridSession:
 
 
 @pytest.fixture(scope="session")
-def grid_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GridSession]:
+def grid_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GridSession]:
     grid = Grid(tmp_path_factory.mktemp("grid"))
+    request.config.stash[GRID] = grid  # before starting: a grid that fails to start shows its logs too
     grid.start()
     session = GridSession(grid)
     pids = [p.proc.pid for p in grid.all_processes() if p.proc]
@@ -83,7 +84,7 @@ def grid(grid_session: GridSession) -> Grid:
 
 @pytest.fixture
 def gs(grid_session: GridSession, grid: Grid) -> GridSession:
-    """The grid session, checked alive (``grid`` is requested so failures carry the logs)."""
+    """The grid session, checked alive (through ``grid``)."""
     return grid_session
 
 

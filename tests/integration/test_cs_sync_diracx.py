@@ -1,7 +1,8 @@
 """A real DiracX 0.7.0 server serves what cs-sync exported, and picks up the next export.
 
 The server is started here, on the exported repository (``git+file://``); if it cannot start, the
-test fails with the server's log path (``GridError``), it is never skipped.
+test fails with the server's log path (``GridError``), it is never skipped. Any failure of this
+module shows the tails of that server's logs (registered with ``register_logs``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from diracx_bridge.cs_sync.sources import FileSource
 from diracx_bridge.cs_sync.sync import SyncResult, sync_once
 from diracx_bridge.testing.diracx_server import DiracXServer
 from diracx_bridge.testing.processes import GridError
+from grid_logs import register_logs
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +46,9 @@ def exported(workdir: Path) -> tuple[Path, SyncResult]:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path, exported: tuple[Path, SyncResult]) -> Iterator[DiracXServer]:
+def server(request: pytest.FixtureRequest, workdir: Path, exported: tuple[Path, SyncResult]) -> Iterator[DiracXServer]:
     diracx = DiracXServer(workdir=workdir / "diracx", config_repo=workdir / "config")
+    register_logs(request.node, diracx.logs)  # the module: every test here uses this server
     try:
         diracx.start()
         yield diracx

@@ -1,4 +1,8 @@
-"""A grid that cannot start says which process failed and where its log is; nothing outlives it."""
+"""A grid that cannot start says which process failed and where its log is; nothing outlives it.
+
+Each test starts its servers with their logs in its ``tmp_path``, registered with ``report_logs``,
+so a failure shows what they wrote.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ from diracx_bridge.testing.processes import GridError, ManagedProcess
 pytestmark = pytest.mark.integration
 
 
-def test_a_server_that_exits_while_starting_is_named_with_its_log(tmp_path):
+def test_a_server_that_exits_while_starting_is_named_with_its_log(tmp_path, report_logs):
+    report_logs(tmp_path)
     proc = ManagedProcess(
         "broken-service", [sys.executable, "-c", "print('cannot bind'); raise SystemExit(3)"], log_dir=tmp_path
     ).start()
@@ -33,7 +38,8 @@ def test_a_server_that_exits_while_starting_is_named_with_its_log(tmp_path):
     assert "cannot bind" in message  # the tail of the log comes with it
 
 
-def test_a_server_that_never_becomes_ready_times_out_with_its_log(tmp_path):
+def test_a_server_that_never_becomes_ready_times_out_with_its_log(tmp_path, report_logs):
+    report_logs(tmp_path)
     proc = ManagedProcess("silent-service", [sys.executable, "-c", "import time; time.sleep(60)"], log_dir=tmp_path)
     proc.start()
     try:
@@ -46,7 +52,8 @@ def test_a_server_that_never_becomes_ready_times_out_with_its_log(tmp_path):
     assert not proc.alive
 
 
-def test_mariadb_on_a_taken_port(tmp_path):
+def test_mariadb_on_a_taken_port(tmp_path, report_logs):
+    report_logs(tmp_path / "logs")
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -64,8 +71,9 @@ def test_mariadb_not_installed(tmp_path, monkeypatch):
         MariaDB(tmp_path / "db", tmp_path / "logs").start()
 
 
-def test_servers_die_with_the_process_that_started_them(tmp_path):
+def test_servers_die_with_the_process_that_started_them(tmp_path, report_logs):
     """Even a SIGKILLed test run leaves nothing behind (PR_SET_PDEATHSIG), children included."""
+    report_logs(tmp_path)
     script = textwrap.dedent(
         f"""
         import sys, time
@@ -89,7 +97,8 @@ def test_servers_die_with_the_process_that_started_them(tmp_path):
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
 
 
-def test_stop_kills_the_whole_process_group(tmp_path):
+def test_stop_kills_the_whole_process_group(tmp_path, report_logs):
+    report_logs(tmp_path)
     spawner = (
         "import subprocess, sys, time; "
         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)"
@@ -104,7 +113,8 @@ def test_stop_kills_the_whole_process_group(tmp_path):
     assert not grandchild.is_running() or grandchild.status() == "zombie"
 
 
-def test_servers_are_started_from_the_main_thread_only(tmp_path):
+def test_servers_are_started_from_the_main_thread_only(tmp_path, report_logs):
+    report_logs(tmp_path)
     import concurrent.futures
 
     proc = ManagedProcess("threaded", [sys.executable, "-c", "pass"], log_dir=tmp_path)

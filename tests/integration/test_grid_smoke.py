@@ -7,6 +7,7 @@ import time
 
 import psutil
 import pytest
+from traffic import observe
 
 from diracx_bridge.tokens import (
     read_token,
@@ -57,17 +58,19 @@ def test_job_submitted_with_dirac_wms_job_submit_is_found_by_diracx(gs, grid, tm
     assert job["Status"] in {"Received", "Checking", "Waiting"}
 
 
-def test_job_submitted_to_diracx_is_seen_by_legacy_job_monitoring(gs):
+def test_job_submitted_to_diracx_is_seen_by_legacy_job_monitoring(gs, grid):
     with gs.diracx() as dx:
         r = dx.post("/api/jobs/jdl", json=[JDL])
     assert r.status_code == 201, r.text
     job_id = r.json()[0]["JobID"]
-    result = gs.worker().call(
-        "DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient.JobMonitoringClient",
-        "getJobsStates",
-        [job_id],
-        cs={"/DiracX/FutureClientEnabled/WorkloadManagement/JobMonitoring": None},  # legacy path
-    )
+    with observe(grid) as traffic:
+        result = gs.worker().call(
+            "DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient.JobMonitoringClient",
+            "getJobsStates",
+            [job_id],
+            cs={"/DiracX/FutureClientEnabled/WorkloadManagement/JobMonitoring": None},  # legacy path
+        )
+    traffic.assert_legacy("getJobsStates")  # the legacy service read what DiracX wrote
     assert result["OK"], result
     assert result["Value"][job_id]["Status"] in {"Received", "Checking", "Waiting"}
 

@@ -5,6 +5,12 @@ the shared databases: the switch ``/DiracX/FutureClientEnabled/WorkloadManagemen
 is the only difference. The jobs (more than 250, several owners, submitted through both DIRAC and
 DiracX, moved through many states by both sides) are made once per module. DiracX's pages are
 set to 100 rows so every multi-job call crosses pages.
+
+Every comparison also proves which side answered (:mod:`traffic`): the legacy call reached the
+legacy service and not DiracX; the adapted call reached DiracX through the bridge (its
+``User-Agent``, on ``POST /api/jobs/search``) and not the legacy service, or, for the refusals
+the bridge reproduces itself, reached neither. Without that, a routing that quietly stayed on
+legacy would compare legacy with legacy and pass.
 """
 
 from __future__ import annotations
@@ -14,6 +20,10 @@ import time
 from typing import Any
 
 import pytest
+from traffic import observe
+
+from diracx_bridge.testing.dirac_worker import DiracWorker
+from diracx_bridge.testing.grid import Grid
 
 pytestmark = pytest.mark.integration
 
@@ -119,14 +129,46 @@ def jobs(grid_session) -> dict[str, list[int]]:
     return {"mine": mine, "theirs": theirs, "all": everyone}
 
 
+class ParityWorker:
+    """A DIRAC client worker plus the grid whose logs tell which side answered its calls."""
+
+    def __init__(self, worker: DiracWorker, grid: Grid) -> None:
+        self.worker = worker
+        self.grid = grid
+
+    def call(self, target: str, method: str, *args: Any, **options: Any) -> Any:
+        return self.worker.call(target, method, *args, **options)
+
+
 @pytest.fixture(scope="module")
-def worker(grid_session, jobs):
-    return grid_session.worker("ciuser", "civo_user")
+def worker(grid_session, jobs) -> ParityWorker:
+    return ParityWorker(grid_session.worker("ciuser", "civo_user"), grid_session.grid)
 
 
-def both(worker, method: str, *args: Any, extra_cs: dict[str, str] | None = None) -> tuple[Any, Any]:
-    legacy = worker.call(JM, method, *args, cs=LEGACY | (extra_cs or {}))
-    adapted = worker.call(JM, method, *args, cs=ADAPTED | (extra_cs or {}))
+def both(
+    worker: ParityWorker,
+    method: str,
+    *args: Any,
+    extra_cs: dict[str, str] | None = None,
+    served: bool = True,
+    fallback: bool = False,
+) -> tuple[Any, Any]:
+    """The legacy and the adapted answers, each proven to come from the side it claims.
+
+    ``served``: DiracX serves this call (else the bridge refuses it itself, contacting no one);
+    ``fallback``: the "adapted" call must go to the legacy service (LegacyFallback).
+    """
+    with observe(worker.grid) as legacy_traffic:
+        legacy = worker.call(JM, method, *args, cs=LEGACY | (extra_cs or {}))
+    legacy_traffic.assert_legacy(method)
+    with observe(worker.grid) as adapted_traffic:
+        adapted = worker.call(JM, method, *args, cs=ADAPTED | (extra_cs or {}))
+    if fallback:
+        adapted_traffic.assert_legacy(method)
+    elif served:
+        adapted_traffic.assert_adapted(method)
+    else:
+        adapted_traffic.assert_answered_locally(method)
     return legacy, adapted
 
 
@@ -188,7 +230,10 @@ def test_job_id_forms(worker, jobs, job_ids):
         "bad-str": "12,abc",
         "dict": {a: 1},
     }
-    legacy, adapted = both(worker, "getJobsStates", forms[job_ids])
+    # The bridge answers these itself, as the legacy service does: {} for no job, DISET's type
+    # check and int()'s refusal, word for word.
+    served = job_ids not in ("empty", "bad-str", "dict")
+    legacy, adapted = both(worker, "getJobsStates", forms[job_ids], served=served)
     assert_same(legacy, adapted)
 
 
@@ -200,9 +245,9 @@ def test_jobs_of_another_user(worker, jobs):
 
 
 def test_other_user_reads_mine(grid_session, jobs):
-    other = grid_session.worker("otheruser", "civo_user")
-    legacy = other.call(JM, "getJobsSummary", jobs["mine"][:5], cs=LEGACY)
-    adapted = other.call(JM, "getJobsSummary", jobs["mine"][:5], cs=ADAPTED)
+    other = ParityWorker(grid_session.worker("otheruser", "civo_user"), grid_session.grid)
+    legacy, adapted = both(other, "getJobsSummary", jobs["mine"][:5])
+    assert legacy["OK"] and len(legacy["Value"]) == 5, legacy
     assert_same(legacy, adapted)
 
 
@@ -230,12 +275,13 @@ def test_jobs_summary_crosses_pages(worker, jobs):
 )
 def test_job_attributes(worker, jobs, attrs):
     args = (jobs["mine"][40],) if attrs is None else (jobs["mine"][40], attrs)
-    assert_same(*both(worker, "getJobAttributes", *args))
+    served = attrs not in (["Foo"], ["Status", "Nope"])  # unknown attributes: refused by the bridge itself
+    assert_same(*both(worker, "getJobAttributes", *args, served=served))
 
 
 @pytest.mark.parametrize("attr", ["Status", "owner", "HeartBeatTime", "VerifiedFlag", "UserPriority", "Foo"])
 def test_job_attribute(worker, jobs, attr):
-    assert_same(*both(worker, "getJobAttribute", jobs["mine"][0], attr))
+    assert_same(*both(worker, "getJobAttribute", jobs["mine"][0], attr, served=attr != "Foo"))
 
 
 def test_job_attribute_of_unknown_job(worker):
@@ -271,7 +317,7 @@ def test_logging_info_unknown_job(worker):
     ids=["none", "scalar", "list", "owner", "mixed-case", "two-attrs", "no-match", "unknown-column"],
 )
 def test_get_jobs(worker, jobs, attr_dict):
-    legacy, adapted = both(worker, "getJobs", attr_dict)
+    legacy, adapted = both(worker, "getJobs", attr_dict, served="Foo" not in attr_dict)
     if legacy["OK"]:
         # MySQL returns the rows in the order of whichever index it scans (no ORDER BY); the
         # adapter returns them by JobID. Same jobs, same str type.
@@ -304,12 +350,16 @@ def test_get_jobs_with_cut_date(worker, jobs):
 )
 def test_methods_diracx_cannot_serve(worker, jobs, method, args):
     args = tuple((jobs["mine"][0] if a == "first" else [jobs["mine"][0]] if a == ["first"] else a) for a in args)
-    legacy, refused = both(worker, method, *args)
+    legacy, refused = both(worker, method, *args, served=False)
     assert legacy["OK"], legacy
     assert not refused["OK"]
     assert refused["Errno"] == 95 and f"{method} is not served by DiracX" in refused["Message"]
     assert "/DiracX/Bridge/WorkloadManagement/JobMonitoring/LegacyFallback" in refused["Message"]
     _, fallback = both(
-        worker, method, *args, extra_cs={"/DiracX/Bridge/WorkloadManagement/JobMonitoring/LegacyFallback": "yes"}
+        worker,
+        method,
+        *args,
+        extra_cs={"/DiracX/Bridge/WorkloadManagement/JobMonitoring/LegacyFallback": "yes"},
+        fallback=True,
     )
     assert_same(legacy, fallback)

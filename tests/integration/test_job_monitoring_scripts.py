@@ -1,26 +1,21 @@
 """The real, unchanged DIRAC scripts print the same whether JobMonitoring is adapted or not.
 
 Each script runs as a subprocess of the grid's DIRAC installation; the only difference between
-the two runs is ``-o /DiracX/FutureClientEnabled/WorkloadManagement/JobMonitoring=yes``. DiracX's
-access log proves which run went to DiracX: the adapted run makes search requests, the legacy
-run makes none.
+the two runs is ``-o /DiracX/FutureClientEnabled/WorkloadManagement/JobMonitoring=yes``. The
+grid's logs prove which run went where (:mod:`traffic`): the adapted run sends the bridge's
+searches to DiracX and no JobMonitoring call to the legacy service; the legacy run does the
+opposite and never contacts DiracX.
 """
 
 from __future__ import annotations
 
-import re
-
 import pytest
+from traffic import JOB_MONITORING_METHODS, SEARCH, observe
 
 pytestmark = pytest.mark.integration
 
 SWITCH_ON = "-o/DiracX/FutureClientEnabled/WorkloadManagement/JobMonitoring=yes"
 JDL = '[ Executable = "/bin/true"; JobName = "script-{n}"; JobGroup = "scripts"; ]'
-
-
-def diracx_searches(grid) -> int:
-    log = next(p for p in grid.diracx.processes if p.name == "diracx-uvicorn").log_path
-    return len(re.findall(r'"POST /api/jobs/search', log.read_text(errors="replace")))
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +28,17 @@ def job_ids(grid_session) -> list[int]:
 
 def run_both(gs, grid, argv: list[str]) -> tuple[str, str]:
     gs.proxy()
-    before = diracx_searches(grid)
-    legacy = grid.run(argv, check=False)
-    after_legacy = diracx_searches(grid)
-    adapted = grid.run([argv[0], SWITCH_ON, *argv[1:]], check=False)
-    after_adapted = diracx_searches(grid)
+    with observe(grid) as legacy_traffic:
+        legacy = grid.run(argv, check=False)
+    with observe(grid) as adapted_traffic:
+        adapted = grid.run([argv[0], SWITCH_ON, *argv[1:]], check=False)
     assert legacy.returncode == adapted.returncode == 0, (legacy.stderr, adapted.stderr)
-    assert after_legacy == before, "the legacy run must not touch DiracX"
-    assert after_adapted > after_legacy, "the adapted run must go to DiracX"
+    assert legacy_traffic.diracx == [], "the legacy run must not touch DiracX"
+    legacy_jm = {c.method for c in legacy_traffic.legacy} & JOB_MONITORING_METHODS
+    assert legacy_jm, f"the legacy run must call the legacy JobMonitoring; it made {legacy_traffic.legacy}"
+    assert adapted_traffic.from_bridge(*SEARCH), f"the adapted run must go to DiracX; it saw {adapted_traffic.diracx}"
+    adapted_jm = {c.method for c in adapted_traffic.legacy} & JOB_MONITORING_METHODS
+    assert not adapted_jm, f"the adapted run must not call the legacy JobMonitoring: {adapted_jm}"
     return legacy.stdout, adapted.stdout
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from traffic import observe
 
 from diracx_bridge.tokens import (
     PEM_BEGIN,
@@ -86,10 +87,13 @@ def test_a_bad_proxy_gives_a_clear_error_and_stays_as_it_was(
     x509, block = good_proxy
     path = make(tmp_path, name, damage(x509, block), mode, owner)
     before = path.read_bytes()
-    # An unchanged DIRAC client, switched to DiracX: an S_ERROR, never an exception.
-    result = gs.worker().call(
-        JOB_MONITORING, "getJobsStates", [1], client_kwargs={"proxyLocation": str(path)}, cs=ADAPTER_ON
-    )
+    # An unchanged DIRAC client, switched to DiracX: an S_ERROR, never an exception, from the
+    # bridge itself (neither DiracX nor the legacy service was asked).
+    with observe(grid) as traffic:
+        result = gs.worker().call(
+            JOB_MONITORING, "getJobsStates", [1], client_kwargs={"proxyLocation": str(path)}, cs=ADAPTER_ON
+        )
+    traffic.assert_answered_locally("getJobsStates")
     assert not result["OK"]
     assert expected in result["Message"] and str(path) in result["Message"], result["Message"]
     # whoami says the same, and exits 1 (no usable token).

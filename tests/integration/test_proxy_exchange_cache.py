@@ -1,8 +1,10 @@
 """The ProxyManager's exchange cache, observed from outside: DiracX's access log and the service's own log.
 
-Each legacy exchange is one ``GET /api/auth/legacy-exchange`` line in DiracX's uvicorn access log
-(and one refresh-token row in its AuthDB). The proxies below use lifetimes no other test uses,
-so no cache entry made earlier in the session can serve them.
+Each legacy exchange is one ``GET /api/auth/legacy-exchange`` entry, with the ProxyManager's
+``User-Agent``, in the grid's DiracX access log (and one refresh-token row in its AuthDB). The
+entry is written before DiracX answers, so once the command or call that caused it has returned
+it is on disk: no waiting. The proxies below use lifetimes no other test uses, so no cache entry
+made earlier in the session can serve them.
 """
 
 from __future__ import annotations
@@ -14,27 +16,17 @@ from pathlib import Path
 import jwt
 import pytest
 
-from diracx_bridge.tokens import (
-    read_token,
-)
+from diracx_bridge.testing.access_log import PROXY_MANAGER_UA
+from diracx_bridge.tokens import read_token
 
 pytestmark = pytest.mark.integration
 
-EXCHANGE_LINE = re.compile(r'"GET /api/auth/legacy-exchange\?[^"]*" (\d{3})')
 
-
-def exchanges(grid) -> list[str]:
-    return EXCHANGE_LINE.findall((grid.log_dir / "diracx-uvicorn.log").read_text(errors="replace"))
-
-
-def wait_for_exchanges(grid, count: int, timeout: float = 5) -> list[str]:
-    """The access-log line is written just after the answer: give it a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = exchanges(grid)
-        if len(seen) >= count or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.1)
+def exchanges(grid, mark: int = 0) -> list[int]:
+    """The statuses of the legacy exchanges DiracX received since ``mark``, all from the ProxyManager."""
+    entries = [e for e in grid.diracx.access_log.since(mark) if e.path == "/api/auth/legacy-exchange"]
+    assert all(e.method == "GET" and e.user_agent == PROXY_MANAGER_UA for e in entries), entries
+    return [e.status for e in entries]
 
 
 def rpc_exchange(gs, path: Path) -> dict:
@@ -49,14 +41,13 @@ def rpc_exchange(gs, path: Path) -> dict:
 def test_exchanges_for_one_identity_within_the_ttl_make_one_diracx_call(gs, grid, tmp_path):
     path = tmp_path / "admin.pem"
     gs.worker()  # started first: its own proxy-init is an exchange of its own
-    before = len(exchanges(grid))
+    mark = grid.diracx.access_log.mark()
     grid.run(["dirac-proxy-init", "-g", "civo_admin", "-v", "5:43", "--out", str(path)], group="civo_admin")
-    assert len(wait_for_exchanges(grid, before + 1)) == before + 1
+    assert exchanges(grid, mark) == [200]
     in_file = read_token(path)
     first, second = rpc_exchange(gs, path), rpc_exchange(gs, path)
     assert first["OK"] and second["OK"], (first, second)
-    time.sleep(0.5)
-    assert len(exchanges(grid)) == before + 1, "the ProxyManager asked DiracX again within the cache's lifetime"
+    assert exchanges(grid, mark) == [200], "the ProxyManager asked DiracX again within the cache's lifetime"
     # The same token as in the file, its remaining life counted down rather than reset.
     assert first["Value"]["refresh_token"] == second["Value"]["refresh_token"] == in_file.refresh_token
     assert 0 < second["Value"]["expires_in"] <= 1200
@@ -67,10 +58,10 @@ def test_a_proxy_of_another_lifetime_gets_its_own_refresh_token(gs, grid, tmp_pa
     day = tmp_path / "day.pem"
     short = tmp_path / "short.pem"
     grid.run(["dirac-proxy-init", "-g", "civo_admin", "-v", "6:07", "--out", str(day)], group="civo_admin")
-    before = len(exchanges(grid))
+    mark = grid.diracx.access_log.mark()
     started = time.time()
     grid.run(["dirac-proxy-init", "-g", "civo_admin", "-v", "0:23", "--out", str(short)], group="civo_admin")
-    assert len(wait_for_exchanges(grid, before + 1)) == before + 1
+    assert exchanges(grid, mark) == [200]
     refresh_exp = jwt.decode(read_token(short).refresh_token, options={"verify_signature": False})["exp"]
     assert refresh_exp <= started + 23 * 60 + 180  # the proxy's 23 minutes, DIRAC's rounding, a little clock
     assert read_token(short).refresh_token != read_token(day).refresh_token

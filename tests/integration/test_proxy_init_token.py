@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from traffic import observe
 
 from diracx_bridge.tokens import (
     PEM_BEGIN,
@@ -91,10 +92,13 @@ def test_user_missing_from_the_diracx_registry_gets_a_proxy_and_a_precise_warnin
     assert "Legacy DIRAC services keep working with this proxy" in out
     assert PEM_BEGIN not in path.read_text()
     legacy_call_works(grid, path, "nosubuser", "civo_user")
-    # A service switched to DiracX says what is missing instead of failing obscurely.
-    result = gs.worker().call(
-        JOB_MONITORING, "getJobsStates", [1], client_kwargs={"proxyLocation": str(path)}, cs=ADAPTER_ON
-    )
+    # A service switched to DiracX says what is missing instead of failing obscurely (the bridge
+    # itself: neither DiracX nor the legacy service was asked).
+    with observe(grid) as traffic:
+        result = gs.worker().call(
+            JOB_MONITORING, "getJobsStates", [1], client_kwargs={"proxyLocation": str(path)}, cs=ADAPTER_ON
+        )
+    traffic.assert_answered_locally("getJobsStates")
     assert not result["OK"] and "carries no DiracX token" in result["Message"], result
     assert "dirac-proxy-init" in result["Message"]
 

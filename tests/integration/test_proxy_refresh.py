@@ -3,14 +3,16 @@
 The stress test runs 16 DIRAC processes sharing one proxy for 30 s, each calling DiracX through
 the JobMonitoring adapter (an unchanged ``JobMonitoringClient``) and through
 ``session.get_session``, while the test keeps marking the access token as used up, and a
-reader process checks the file continuously. The refreshes are counted in DiracX's access log.
+reader process checks the file continuously. The refreshes are counted in the grid's DiracX
+access log; every step waits for an event (a byte on a pipe, an entry in that log), never for
+a fixed time.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import select
 import signal
 import stat
 import subprocess
@@ -33,21 +35,24 @@ pytestmark = pytest.mark.integration
 JOB_MONITORING = "DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient.JobMonitoringClient"
 ADAPTER_ON = {"/DiracX/FutureClientEnabled/WorkloadManagement/JobMonitoring": "yes"}
 JDL = '[Executable = "/bin/true"; JobName = "refresh-stress";]'
-REFRESH_LINE = re.compile(r'"POST /api/auth/token HTTP/1.1" (\d{3})')
 
 PROCESSES = 16
 DURATION = 30.0
-EXPIRE_EVERY = 2.0
+#: The test marks the token used up again once the processes have made this many calls with it.
+CALLS_PER_TOKEN = 4 * PROCESSES
+#: No new round is started this close to the end of the processes' run.
+LAST_ROUND_MARGIN = 2.0
 
 #: The user's processes of the stress test: DIRAC is initialised once, then 16 processes are
 #: forked from it (starting 16 DIRAC interpreters would take ~20 s of the test's time on 2 cores).
 #: Each child has its own bridge session and token state, like any separate process of the user;
-#: they share nothing but the proxy file.
+#: they share nothing but the proxy file. Each writes one byte on the ready pipe once it is set up,
+#: then blocks reading the go pipe, which the test closes to start everyone at once.
 CALLERS = r"""
 import json, os, sys, time, traceback
 from pathlib import Path
 proxy, job_id, count, duration = sys.argv[1], int(sys.argv[2]), int(sys.argv[5]), float(sys.argv[6])
-ready_dir, go_file, results_dir = Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[7])
+ready_fd, go_fd, start_file, results_dir = int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[8]), Path(sys.argv[7])
 import DIRAC
 DIRAC.initialize(require_auth=False)
 from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
@@ -61,10 +66,9 @@ def run():
     settings = bridge_settings()
     session = get_session(settings.url, Path(proxy), settings)
     client = JobMonitoringClient(proxyLocation=proxy)
-    (ready_dir / str(os.getpid())).touch()
-    while not go_file.exists():
-        time.sleep(0.01)
-    start = float(go_file.read_text())
+    os.write(ready_fd, b"r")
+    assert os.read(go_fd, 1) == b""  # EOF: the test let everyone go
+    start = float(start_file.read_text())
     calls, failures = 0, []
     while time.time() < start + duration:
         try:
@@ -103,15 +107,13 @@ sys.exit(1 if any(codes) else 0)
 READER = r"""
 import json, os, stat, sys, time
 from pathlib import Path
-path, x509_file, go_file, duration = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4])
-from diracx_bridge.tokens import (
-    decode_block,
-)
+path, x509_file, duration = sys.argv[1], Path(sys.argv[2]), float(sys.argv[4])
+go_fd, start_file = int(sys.argv[3]), Path(sys.argv[5])
+from diracx_bridge.tokens import decode_block
 from DIRAC.Core.Security.DiracX import diracxTokenFromPEM
 x509 = x509_file.read_bytes()
-while not go_file.exists():
-    time.sleep(0.01)
-start = float(go_file.read_text())
+assert os.read(go_fd, 1) == b""  # EOF: the test let everyone go
+start = float(start_file.read_text())
 reads, problems, tokens = 0, [], set()
 while time.time() < start + duration + 1:
     try:
@@ -132,8 +134,29 @@ print(json.dumps({"reads": reads, "problems": problems[:5], "n": len(problems), 
 """
 
 
-def refreshes(grid) -> list[str]:
-    return REFRESH_LINE.findall((grid.log_dir / "diracx-uvicorn.log").read_text(errors="replace"))
+def refreshes(grid, mark: int = 0) -> list[int]:
+    """The statuses of the token refreshes DiracX received since ``mark``."""
+    return [e.status for e in grid.diracx.access_log.since(mark) if (e.method, e.path) == ("POST", "/api/auth/token")]
+
+
+def bridge_calls(grid, mark: int) -> int:
+    """The calls the processes made through the bridge since ``mark`` (refreshes apart)."""
+    return len([e for e in grid.diracx.access_log.since(mark) if e.from_bridge and e.path != "/api/auth/token"])
+
+
+def wait_for(condition, *, until: float, callers: subprocess.Popen) -> bool:
+    """Poll ``condition`` (on the access log, which has no event to wait on) until it holds.
+
+    False once ``until`` (a ``time.time()``, at most the end of the callers' run) has passed.
+    """
+    while not condition():
+        if time.time() > until:
+            return False
+        if callers.poll() is not None:  # they only stop at the end of their run, after ``until``
+            assert time.time() >= until, f"the callers exited early:\n{callers.communicate()[1][-3000:]}"
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def used_up(token: tokens.DiracxToken | None) -> tokens.DiracxToken | None:
@@ -206,48 +229,64 @@ def test_a_refresh_token_diracx_refuses_gives_session_expired(gs, grid, own_prox
 
 
 def test_sixteen_processes_sharing_one_proxy_through_repeated_refreshes(gs, grid, own_proxy, job_id, tmp_path):
-    ready, go, results_dir = tmp_path / "ready", tmp_path / "go", tmp_path / "results"
-    ready.mkdir()
+    start_file, results_dir = tmp_path / "start", tmp_path / "results"
     results_dir.mkdir()
     x509_file = tmp_path / "x509-part"
     x509_file.write_bytes(x509_part(own_proxy))
     update_token(own_proxy, used_up)  # the first refresh is needed at once
     env = grid.client_environment("ciuser", "civo_user")
-    args = [str(own_proxy), str(job_id), str(ready), str(go), str(PROCESSES), str(DURATION), str(results_dir)]
+    ready_r, ready_w = os.pipe()  # each caller writes one byte once ready
+    go_r, go_w = os.pipe()  # closed by the test: every reader of go_r sees EOF at once
+    args = [str(own_proxy), str(job_id), str(ready_w), str(go_r), str(PROCESSES), str(DURATION), str(results_dir)]
     callers = subprocess.Popen(
-        [sys.executable, "-c", CALLERS, *args],
+        [sys.executable, "-c", CALLERS, *args, str(start_file)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        pass_fds=(ready_w, go_r),
         start_new_session=True,  # its own process group: a failed test kills the forked children too
     )
     reader = subprocess.Popen(
-        [sys.executable, "-c", READER, str(own_proxy), str(x509_file), str(go), str(DURATION)],
+        [sys.executable, "-c", READER, str(own_proxy), str(x509_file), str(go_r), str(DURATION), str(start_file)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        pass_fds=(go_r,),
     )
+    os.close(ready_w)  # the callers hold the only write ends: EOF if they all die
+    os.close(go_r)
     try:
-        deadline = time.monotonic() + 120
-        while len(list(ready.iterdir())) < PROCESSES:
-            assert callers.poll() is None, f"the callers died while starting:\n{callers.communicate()[1][-3000:]}"
-            assert time.monotonic() < deadline, "the callers did not start within 120 s"
-            time.sleep(0.1)
-        refreshes_before = len(refreshes(grid))
-        start = time.time() + 0.5
-        go.write_text(repr(start))
-        # Mark the access token used up every EXPIRE_EVERY seconds: each time, exactly one of the
-        # 16 processes must refresh it, and the others must take the one it wrote back.
-        rounds = 1
-        while time.time() < start + DURATION - EXPIRE_EVERY:
-            time.sleep(EXPIRE_EVERY)
-            update_token(own_proxy, used_up)
+        ready = b""
+        while len(ready) < PROCESSES:
+            readable, _, _ = select.select([ready_r], [], [], 120)
+            assert readable, f"the callers were not ready within 120 s ({len(ready)} of {PROCESSES})"
+            byte = os.read(ready_r, PROCESSES)
+            assert byte, f"the callers died while starting:\n{callers.communicate()[1][-3000:]}"
+            ready += byte
+        mark = grid.diracx.access_log.mark()
+        start = time.time()
+        start_file.write_text(repr(start))
+        os.close(go_w)
+        go_w = -1
+        # Each round: once the processes have made CALLS_PER_TOKEN calls with the current token,
+        # mark it used up, then wait for its refresh. Each time, exactly one of the 16 processes
+        # must refresh it, and the others must take the one it wrote back.
+        end, rounds = start + DURATION, 0
+        while wait_for(lambda n=rounds: len(refreshes(grid, mark)) > n, until=end, callers=callers):
             rounds += 1
+            since = grid.diracx.access_log.mark()
+            busy = lambda since=since: bridge_calls(grid, since) >= CALLS_PER_TOKEN  # noqa: E731
+            if not wait_for(busy, until=end - LAST_ROUND_MARGIN, callers=callers):
+                break
+            update_token(own_proxy, used_up)
         _, callers_err = callers.communicate(timeout=120)
         reader_out, reader_err = reader.communicate(timeout=60)
     finally:
+        os.close(ready_r)
+        if go_w >= 0:
+            os.close(go_w)
         if callers.poll() is None:
             os.killpg(callers.pid, signal.SIGKILL)
             callers.wait()
@@ -267,9 +306,11 @@ def test_sixteen_processes_sharing_one_proxy_through_repeated_refreshes(gs, grid
     assert seen["n"] == 0, seen["problems"]
     assert seen["reads"] > 100 and seen["tokens"] >= rounds - 1, seen
     # One refresh per expiry, not one per process: the losers of each race took the winner's token.
-    made = len(refreshes(grid)) - refreshes_before
-    assert rounds - 1 <= made <= rounds + 1, (made, rounds)
-    assert set(refreshes(grid)[refreshes_before:]) == {"200"}
+    # (The test waited for each round's refresh; one more may follow a mark made as the run ended.)
+    made = len(refreshes(grid, mark))
+    assert rounds >= 5, f"only {rounds} refreshes in {DURATION:.0f} s"
+    assert rounds <= made <= rounds + 1, (made, rounds)
+    assert set(refreshes(grid, mark)) == {200}
     assert stat.S_IMODE(os.stat(own_proxy).st_mode) == 0o600
     assert own_proxy.read_bytes().startswith(x509_file.read_bytes())
     assert read_token(own_proxy).refresh_token

@@ -1,8 +1,14 @@
-"""``diracx-bridge status`` tells an admin which route each service takes for a given proxy, and why."""
+"""``diracx-bridge status`` tells an admin which route each service takes for a given proxy, and why.
+
+It only reports: DiracX's access log shows that ``--check`` asks DiracX (one readiness request:
+the "answered 200" it prints is DiracX's) and only reads, and that without ``--check`` DiracX is
+not contacted.
+"""
 
 from __future__ import annotations
 
 import pytest
+from traffic import observe
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +36,11 @@ def switched_on(tmp_path) -> dict[str, str]:
 
 def test_status_for_a_diracx_vo(gs, grid, switched_on):
     gs.proxy()
-    out = grid.run(["diracx-bridge", "status", "--check"], env=switched_on).stdout
+    with observe(grid) as traffic:
+        out = grid.run(["diracx-bridge", "status", "--check"], env=switched_on).stdout
+    ready = [(e.method, e.status) for e in traffic.diracx if e.path == "/api/health/ready"]
+    assert ready == [("GET", 200)], traffic.diracx
+    assert all(e.method == "GET" for e in traffic.diracx), traffic.diracx  # it reads, never changes
     assert f"/DiracX/URL               : {grid.diracx.url}" in out
     assert "/DiracX/DisabledVOs       : legacyvo" in out
     assert "VO civo" in out
@@ -49,7 +59,9 @@ def test_status_for_a_diracx_vo(gs, grid, switched_on):
 
 def test_status_for_a_disabled_vo(gs, grid, switched_on):
     gs.proxy("legacyuser", "legacyvo_user")
-    out = grid.run(["diracx-bridge", "status"], user="legacyuser", group="legacyvo_user", env=switched_on).stdout
+    with observe(grid) as traffic:
+        out = grid.run(["diracx-bridge", "status"], user="legacyuser", group="legacyvo_user", env=switched_on).stdout
+    assert traffic.diracx == []
     assert "WorkloadManagement/JobMonitoring         -> legacy  (VO legacyvo is in /DiracX/DisabledVOs" in out
 
 

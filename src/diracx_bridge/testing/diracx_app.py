@@ -5,6 +5,9 @@ It is DiracX's own ``diracx.routers.factory.create_app``, with one change when
 at start-up), the same substitution ``diracx.testing.routers:create_app`` makes. That factory
 is not used as is because it also runs ``init-sql`` on every database at start-up, which fails
 on the job databases the grid shares with DIRAC (their schema is DIRAC's own).
+
+When ``DIRACX_BRIDGE_ACCESS_LOG`` names a file, the app is wrapped in the grid's access log
+(:mod:`.access_log`), which tests read to prove which requests reached DiracX.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
+
+from diracx_bridge.testing.access_log import wrap_from_environment
 
 
 @asynccontextmanager
@@ -39,4 +44,4 @@ def create_app() -> Any:
     app = diracx_create_app()
     if mock_osdb:
         app.lifetime_functions.append(_create_mock_osdb)
-    return app
+    return wrap_from_environment(app)

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import yaml
 
+from diracx_bridge.testing.access_log import ACCESS_LOG_ENV, AccessLog
 from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port, run_logged
 
 #: The databases DiracX declares (entry points ``diracx.dbs.sql``), by settings name.
@@ -90,6 +91,8 @@ class DiracXServer:
     are created by DIRAC from its own schema files and must not be touched (see README).
     ``opensearch`` is the JobParametersDB connection: the OpenSearch client keyword arguments
     (``{"hosts": ...}``) of a stand-in server, or ``None`` for diracx-testing's SQLite mock.
+    Every request the API server answers is appended to :attr:`access_log` (``diracx-access.log``
+    next to the other logs), which tests read to prove what reached DiracX.
     """
 
     workdir: Path
@@ -110,6 +113,15 @@ class DiracXServer:
     @property
     def s3_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def logs(self) -> Path:
+        return self.log_dir or self.workdir / "logs"
+
+    @property
+    def access_log(self) -> AccessLog:
+        """One JSON line per request to the API (see :mod:`.access_log`); it survives restarts."""
+        return AccessLog(self.logs / "diracx-access.log")
 
     def _sql_urls(self) -> dict[str, str]:
         urls = {name: f"sqlite+aiosqlite:///{self.workdir / (name.lower() + '.db')}" for name in SQL_DB_NAMES}
@@ -136,6 +148,7 @@ class DiracXServer:
                 "DIRACX_SERVICE_AUTH_TOKEN_ISSUER": self.url,
                 "DIRACX_SERVICE_AUTH_ALLOWED_REDIRECTS": json.dumps([f"{self.url}/api/docs/oauth2-redirect"]),
                 "DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY": self.legacy_key.hashed,
+                ACCESS_LOG_ENV: str(self.access_log.path),
                 "DIRACX_SANDBOX_STORE_BUCKET_NAME": SANDBOX_BUCKET,
                 "DIRACX_SANDBOX_STORE_AUTO_CREATE_BUCKET": "true",
                 "DIRACX_SANDBOX_STORE_S3_CLIENT_KWARGS": json.dumps(
@@ -170,7 +183,7 @@ class DiracXServer:
             self._run("diracx-init-os", [sys.executable, "-m", "diracx.db", "init-os"], env)
 
     def _run(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        run_logged(name, argv, log_dir=self.log_dir or self.workdir / "logs", env=env, timeout=120)
+        run_logged(name, argv, log_dir=self.logs, env=env, timeout=120)
 
     def start(self) -> DiracXServer:
         self.launch_s3()
@@ -186,7 +199,7 @@ class DiracXServer:
         s3 = ManagedProcess(
             "moto-s3",
             [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.s3_port)],
-            log_dir=self.log_dir or self.workdir / "logs",
+            log_dir=self.logs,
             env=self.environment(),
         ).start()
         self.processes.append(s3)
@@ -215,7 +228,7 @@ class DiracXServer:
                 "--port",
                 str(self.port),
             ],
-            log_dir=self.log_dir or self.workdir / "logs",
+            log_dir=self.logs,
             env=env,
         ).start()
         self.processes.append(proc)

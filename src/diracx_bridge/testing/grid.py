@@ -36,7 +36,7 @@ from diracx_bridge.testing.dirac_worker import DiracWorker
 from diracx_bridge.testing.diracx_server import DiracXServer, LegacyExchangeKey, write_config_repo
 from diracx_bridge.testing.mariadb import MariaDB
 from diracx_bridge.testing.pki import Identity, TestCA
-from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port, run_logged, tail, wait_all
+from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port, log_tails, run_logged, wait_all
 
 #: The job databases DIRAC and DiracX share (DiracX setting name -> DIRAC database name).
 SHARED_DBS = ("JobDB", "JobLoggingDB", "PilotAgentsDB", "SandboxMetadataDB", "TaskQueueDB", "ResourceStatusDB")
@@ -324,10 +324,7 @@ class Grid:
 
     def log_report(self, lines: int = 30) -> str:
         """The tail of every log of the grid, for a failed test's report."""
-        parts = []
-        for log in sorted(self.log_dir.glob("*.log")):
-            parts.append(f"----- {log} -----\n{tail(log, lines)}")
-        return "\n".join(parts)
+        return log_tails(self.log_dir, lines)
 
     def run(
         self,

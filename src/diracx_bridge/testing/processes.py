@@ -68,6 +68,14 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def log_tails(directory: Path, lines: int = 30) -> str:
+    """The tail of every ``*.log`` in ``directory``, each under its path: for a failed test's report."""
+    logs = sorted(directory.glob("*.log"))
+    if not logs:
+        return f"(no log in {directory})"
+    return "\n".join(f"----- {log} -----\n{tail(log, lines)}" for log in logs)
+
+
 def run_logged(
     name: str, argv: Sequence[str], *, log_dir: Path, env: Mapping[str, str] | None = None, timeout: float = 180
 ) -> None:

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 import zlib
 
 import pytest
@@ -146,19 +146,26 @@ def test_watch_stops_on_sigterm(tmp_path):
         text=True,
         env=env,
     )
+    # A hang kills the process, which ends its output: the readline below cannot block forever.
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
     try:
-        deadline = time.monotonic() + 120
-        while not (repo / "default.yml").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no export within 120 s"
-            time.sleep(0.1)
-        time.sleep(0.5)
+        # The loop prints (and flushes) each commit, after its signal handlers are in place:
+        # from that line on, SIGTERM must end the loop at once (it is waiting for the next poll).
+        assert proc.stdout is not None
+        lines = []
+        while not any("Committed " in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"the watch ended before its first commit: {lines} {proc.communicate()}"
+            lines.append(line)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    out = "".join(lines) + out
     assert proc.returncode == 0, err
     assert "stopped after 1 polls, 1 commits" in out
     assert commit_count(repo) == 1

@@ -28,7 +28,7 @@ def test_concurrent_update_and_read(proxy_file: Path, make_token) -> None:
     # forkserver: no fork of this process (it has imported DIRAC, threads and all), yet one interpreter
     # start for all workers instead of twenty.
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["bundle_test_helpers", "diracx_bridge.proxy_token_exchange.bundle"])
+    ctx.set_forkserver_preload(["bundle_test_helpers", "diracx_bridge.tokens"])
     barrier = ctx.Barrier(WRITERS + READERS)
     results = ctx.Queue()
     processes = [
