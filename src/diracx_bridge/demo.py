@@ -11,7 +11,6 @@ import argparse
 import re
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +109,11 @@ def step_jobs_cross(grid: Grid, workdir: Path, proxy: Path) -> tuple[int, int]:
 def step_adapted_script(grid: Grid, legacy_job: int, diracx_job: int) -> None:
     say("4. The same unchanged script, with JobMonitoring switched to DiracX through the bridge")
     show(f"(the admin sets {SWITCH} = yes in the CS; here: -o on the command line)")
+    assert grid.diracx is not None
+    mark = grid.diracx.access_log.mark()
     run(grid, ["dirac-wms-job-status", f"-o{SWITCH}=yes", str(legacy_job), str(diracx_job)])
-    time.sleep(0.5)
-    log = grid.log_dir / "diracx-uvicorn.log"
-    searches = [line for line in log.read_text().splitlines() if "POST /api/jobs/search" in line]
-    show(f"DiracX access log, last search: {searches[-1].strip() if searches else '(none)'}")
+    for entry in grid.diracx.access_log.since(mark):
+        show(f"DiracX access log: {entry.method} {entry.path} -> {entry.status} (User-Agent: {entry.user_agent})")
 
 
 def step_disabled_vo(grid: Grid, legacy_job: int) -> None:

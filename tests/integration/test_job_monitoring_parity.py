@@ -313,11 +313,28 @@ def test_logging_info_unknown_job(worker):
         {"Site": "DIRAC.CI.ch", "Status": "Running"},
         {"Status": "NoSuchStatus"},
         {"Foo": "bar"},
+        {"Status": []},
+        {"Status": [], "Owner": "ciuser"},
+        {"Foo": [], "Status": "Done"},
     ],
-    ids=["none", "scalar", "list", "owner", "mixed-case", "two-attrs", "no-match", "unknown-column"],
+    ids=[
+        "none",
+        "scalar",
+        "list",
+        "owner",
+        "mixed-case",
+        "two-attrs",
+        "no-match",
+        "unknown-column",
+        "empty-list",
+        "empty-list-and-more",
+        "empty-list-before-unknown-column",
+    ],
 )
 def test_get_jobs(worker, jobs, attr_dict):
-    legacy, adapted = both(worker, "getJobs", attr_dict, served="Foo" not in attr_dict)
+    refused_by_mysql = "Foo" in attr_dict or [] in attr_dict.values()
+    legacy, adapted = both(worker, "getJobs", attr_dict, served=not refused_by_mysql)
+    assert legacy["OK"] is not refused_by_mysql, legacy
     if legacy["OK"]:
         # MySQL returns the rows in the order of whichever index it scans (no ORDER BY); the
         # adapter returns them by JobID. Same jobs, same str type.
@@ -363,3 +380,37 @@ def test_methods_diracx_cannot_serve(worker, jobs, method, args):
         fallback=True,
     )
     assert_same(legacy, fallback)
+
+
+@pytest.mark.parametrize(
+    ("method", "args"),
+    [("getJobJDL", ("5", False)), ("getJobHeartBeatData", ("first",)), ("getInputData", ({"x": 1},))],
+)
+def test_methods_diracx_cannot_serve_still_run_disets_type_check(worker, jobs, method, args):
+    """The legacy handler refuses a wrong argument type before anything else: so does the adapter."""
+    args = tuple(str(jobs["mine"][0]) if a == "first" else a for a in args)
+    legacy, adapted = both(worker, method, *args, served=False)
+    assert legacy["OK"] is False and legacy["Message"].startswith("Type mismatch in parameter 0"), legacy
+    assert_same(legacy, adapted)
+
+
+@pytest.mark.parametrize("method", ["getJobOwner", "getJobStatus", "export_getJobs"])
+def test_a_method_the_legacy_service_lacks_answers_as_legacy_does(worker, jobs, method):
+    """e.g. getJobOwner, removed from DIRAC 9.1: "Unknown method", not advice to set LegacyFallback."""
+    with observe(worker.grid) as legacy_traffic:
+        legacy = worker.call(JM, method, jobs["mine"][0], cs=LEGACY)
+    assert legacy_traffic.legacy_calls(method) and not legacy_traffic.diracx
+    with observe(worker.grid) as adapted_traffic:
+        adapted = worker.call(JM, method, jobs["mine"][0], cs=ADAPTED)
+    adapted_traffic.assert_answered_locally(method)
+    assert legacy["Message"] == f"Unknown method {method}"
+    assert_same(legacy, adapted)
+
+
+def test_a_repeated_job_id_is_answered_once_where_legacy_fails(worker, jobs):
+    """A documented difference (README): legacy MySQL fails on its temporary table; the adapter answers."""
+    job = jobs["mine"][0]
+    legacy, adapted = both(worker, "getJobsStates", [job, job])
+    assert legacy["OK"] is False and "Duplicate entry" in legacy["Message"]
+    expected = worker.call(JM, "getJobsStates", [job], cs=LEGACY)
+    assert adapted["OK"] and adapted["Value"] == expected["Value"]

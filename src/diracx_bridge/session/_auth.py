@@ -14,12 +14,13 @@ import os
 import threading
 import time
 from collections.abc import Generator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from diracx_bridge import errors, tls, tokens
+from diracx_bridge import capabilities, errors, tls, tokens
 from diracx_bridge.settings import BridgeSettings
 from diracx_bridge.tokens import Claims, DiracxToken
 
@@ -28,6 +29,22 @@ from diracx_bridge.tokens import Claims, DiracxToken
 REFRESH_MARGIN = 60.0
 #: DiracX's public client ID; the refresh grant of legacy-exchange tokens does not check it.
 CLIENT_ID = "myDIRACClientID"
+
+
+#: DiracX URL -> its token endpoint (``/.well-known/openid-configuration``), for the process.
+_token_endpoints: dict[str, str] = {}
+
+
+def _client_version() -> str:
+    try:
+        return metadata.version("diracx-core")
+    except metadata.PackageNotFoundError:  # pragma: no cover - diracx-core is a dependency
+        return capabilities.RELEASE
+
+
+def client_headers() -> dict[str, str]:
+    """Every request of the bridge to DiracX: its client version, and who is asking (the access logs)."""
+    return {"DiracX-Client-Version": _client_version(), "User-Agent": "diracx-bridge"}
 
 
 class TokenAuth(httpx.Auth):
@@ -40,7 +57,6 @@ class TokenAuth(httpx.Auth):
         self._lock = threading.Lock()
         self._token: DiracxToken | None = None
         self._signature: tuple[int, int, int] | None = None
-        self._token_endpoint: str | None = None
         self._refresh_client: httpx.Client | None = None
         self._refresh_pid = os.getpid()
         self._margin_of: tuple[DiracxToken | None, float] = (None, REFRESH_MARGIN)
@@ -175,21 +191,23 @@ class TokenAuth(httpx.Auth):
             self._refresh_client = httpx.Client(
                 timeout=httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout),
                 verify=tls.verify_for(self.url),
+                headers=client_headers(),
             )
         return self._refresh_client
 
     def _endpoint(self, client: httpx.Client) -> str:
-        """The token endpoint, discovered once per process (not per call, not per refresh)."""
-        if self._token_endpoint is None:
+        """The token endpoint, discovered once per process and DiracX URL (not per call, proxy or refresh)."""
+        endpoint = _token_endpoints.get(self.url)
+        if endpoint is None:
             endpoint = f"{self.url}/api/auth/token"
             try:
                 r = client.get(f"{self.url}/.well-known/openid-configuration")
                 if r.status_code == 200:
                     endpoint = r.json().get("token_endpoint") or endpoint
-            except (httpx.TransportError, ValueError):
+            except (httpx.TransportError, ValueError, AttributeError):
                 pass
-            self._token_endpoint = endpoint
-        return self._token_endpoint
+            _token_endpoints[self.url] = endpoint
+        return endpoint
 
     # -- httpx.Auth ----------------------------------------------------------------------------
 

@@ -15,25 +15,17 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from diracx_bridge import capabilities, errors, tls
-from diracx_bridge.session._auth import Claims, TokenAuth, _detail
+from diracx_bridge import errors, tls
+from diracx_bridge.session._auth import Claims, TokenAuth, _detail, client_headers
 from diracx_bridge.settings import BridgeSettings
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _BACKOFF = (0.2, 0.6, 1.5)
-
-
-def _client_version() -> str:
-    try:
-        return metadata.version("diracx-core")
-    except metadata.PackageNotFoundError:  # pragma: no cover - diracx-core is a dependency
-        return capabilities.RELEASE
 
 
 class DiracXSession:
@@ -53,7 +45,7 @@ class DiracXSession:
             auth=self.auth,
             timeout=httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout),
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
-            headers={"DiracX-Client-Version": _client_version(), "User-Agent": "diracx-bridge"},
+            headers=client_headers(),
             verify=tls.verify_for(self.url),
         )
 

@@ -58,6 +58,7 @@ def diracx(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDiracX]:
     for module in (session_auth, session_pool):  # every module of the session package that builds clients
         monkeypatch.setattr(module, "httpx", http)
     monkeypatch.setattr(session_pool, "_BACKOFF", (0.0,))  # retries without sleeping
+    monkeypatch.setattr(session_auth, "_token_endpoints", {})  # discovered once per process: here, per test
     session.close_all()
     yield fake
     session.close_all()

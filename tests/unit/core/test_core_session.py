@@ -139,6 +139,24 @@ def test_refresh_before_expiry_and_write_back(
     assert [x.path for x in diracx.sent].count(TOKEN) == 1
 
 
+def test_refreshes_say_who_asks_and_discovery_is_once_per_process(
+    write_proxy_token: Callable[[DiracxToken], Path], bare_proxy: Path, proxy_pem: str, diracx: FakeDiracX
+) -> None:
+    """Refreshes carry the bridge's User-Agent (DiracX's access log tells them apart), and the token
+    endpoint is discovered once per DiracX URL, not once per proxy."""
+    first = write_proxy_token(make_token(access_lifetime=10))
+    second = bare_proxy.with_name("second-proxy")
+    fd = os.open(second, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(proxy_pem)
+    write_token(second, make_token(access_lifetime=10))
+    new_session(first).request("GET", HEALTH)
+    new_session(second).request("GET", HEALTH)
+    assert len(diracx.requests_to(TOKEN)) == 2
+    assert len(diracx.requests_to(DISCOVERY)) == 1
+    assert {sent.headers["user-agent"] for sent in diracx.sent} == {"diracx-bridge"}
+
+
 def test_unrotated_refresh_token_is_kept(write_proxy_token: Callable[[DiracxToken], Path], diracx: FakeDiracX) -> None:
     diracx.rotate_refresh_token = False  # legacy-exchange refresh tokens are not rotated
     expiring = make_token(access_lifetime=10)
