@@ -557,7 +557,7 @@ def _time_stages(cases: dict[str, list[int]]) -> dict[str, float]:
     from DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient import JobMonitoringClient
 
     from diracx_bridge import routing
-    from diracx_bridge.adapters.base import over_the_wire
+    from diracx_bridge.adapters import over_the_wire
     from diracx_bridge.identity import resolve_caller
 
     _set_switch(True)
