@@ -96,6 +96,50 @@ def decide(
     return Route(True, why, service, bridge, caller, switched_on=True)
 
 
+def shadow_route(url: str, route: Route, client_kwargs: Mapping[str, Any]) -> Route | None:
+    """The route a shadow comparison of this legacy-answered call would take, or None (not shadowed).
+
+    Shadow mode (``/DiracX/Bridge/<System>/<Service>/Shadow``) applies to calls the legacy service
+    answers, by callers DiracX could answer: a proxy of a VO that is not disabled, in ``ShadowVOs``
+    when that list is set, of a service with an adapter that declares reads.
+    """
+    service = route.service
+    if service is None or service.shadow_rate <= 0:
+        return None
+    adapter = adapter_for(url)
+    if adapter is None or not adapter.READS:
+        return None
+    bridge = route.bridge or cs.bridge_settings()
+    caller = route.caller or resolve_caller(client_kwargs)
+    if not bridge.url or caller.kind.value not in capabilities.IDENTITIES or caller.vo in bridge.disabled_vos:
+        return None
+    if service.shadow_vos is not None and caller.vo not in service.shadow_vos:
+        return None
+    return Route(True, f"shadow of {url} at {service.shadow_rate:g}", service, bridge, caller, switched_on=True)
+
+
+def shadowed(client: Any, url: str, route: Route, client_kwargs: Mapping[str, Any]) -> Any:
+    """``client`` itself, or wrapped so that shadow mode samples its reads. Never raises."""
+    try:
+        shadow = shadow_route(url, route, client_kwargs)
+        if shadow is None:
+            return client
+        from diracx_bridge.shadow import ShadowedClient
+
+        return ShadowedClient(
+            client,
+            adapter=adapter_for(url),  # type: ignore[arg-type]
+            route=shadow,
+            url=url,
+            client_kwargs=dict(client_kwargs),
+            rate=shadow.service.shadow_rate,  # type: ignore[union-attr]
+            settings=cs.shadow_settings(),
+        )
+    except Exception as exc:  # noqa: BLE001 - shadow mode must never cost the caller its call
+        logger().debug("shadow mode not applied", f"{url}: {exc!r}")
+        return client
+
+
 def legacy_client(url: str, https_client: Any, client_kwargs: Mapping[str, Any]) -> Any:
     """The DISET or HTTPS client DIRAC would build for ``url`` had its switch been off."""
     from DIRAC.ConfigurationSystem.Client.PathFinder import getServiceURL
@@ -130,9 +174,11 @@ def select(
     if not route.use_diracx:
         if not route.switched_on:
             # DIRAC's own selector, untouched: explicit URLs, switch off.
-            return original(url, *args, httpsClient=httpsClient, diracxClient=diracxClient, **kwargs)
-        logger().debug(f"{url}: legacy service", route.reason)
-        return legacy_client(url, httpsClient, kwargs)
+            client = original(url, *args, httpsClient=httpsClient, diracxClient=diracxClient, **kwargs)
+        else:
+            logger().debug(f"{url}: legacy service", route.reason)
+            client = legacy_client(url, httpsClient, kwargs)
+        return shadowed(client, url, route, kwargs)
 
     logger().debug(f"{url}: DiracX", route.reason)
 

@@ -24,12 +24,18 @@ The CS layout, all under ``/DiracX`` (the section DIRAC 9.1 already uses)::
         ExchangeCacheSize = 1024                       # ProxyManager: identities kept
         ExchangeTimeout = 10                           # ProxyManager: seconds DiracX has to answer
         ClientsRouteDisabledVOs = no                   # every client runs the bridge (cs-sync's check)
+        ShadowQueueSize = 100                          # shadow comparisons waiting, per process
+        ShadowMaxPerSecond = 5                         # shadow requests to DiracX, per process
+        ShadowJournal = /var/log/diracx-bridge/shadow  # where comparisons are recorded (a directory)
+        ShadowDrainSeconds = 1                         # a process waits this long at exit for them
         WorkloadManagement
         {
           JobMonitoring
           {
             LegacyFallback = yes                       # methods DiracX cannot serve go to legacy
             VOs = civo                                 # only these VOs use DiracX (default: all)
+            Shadow = 0.01                              # switched off: 1% of reads also asked of DiracX
+            ShadowVOs = civo                           # only these VOs are shadowed (default: all)
           }
         }
       }
@@ -41,9 +47,10 @@ the bridge reads two facts from it here (:func:`cs_sync_identity`), for the Prox
 
 Every option under ``/DiracX`` that any part of the bridge reads is read in this module, by one
 settings class per concern: :class:`BridgeSettings` (clients talking to DiracX),
-:class:`ServiceSettings` (one service's switches), :class:`ExchangeSettings` (the ProxyManager's
-token exchange). Each function takes an optional ``read`` (an :data:`OptionReader`): DIRAC's live
-configuration by default, a CS file's tree for cs-sync (:func:`tree_reader`), a dict in tests.
+:class:`ServiceSettings` (one service's switches), :class:`ShadowSettings` (shadow mode's limits),
+:class:`ExchangeSettings` (the ProxyManager's token exchange). Each function takes an optional
+``read`` (an :data:`OptionReader`): DIRAC's live configuration by default, a CS file's tree for
+cs-sync (:func:`tree_reader`), a dict in tests.
 
 Settings are read from DIRAC's in-memory configuration and cached per version of it: DIRAC
 rebuilds ``gConfigurationData.mergedCFG`` on every change (a CS refresh, ``-o`` options,
@@ -180,6 +187,10 @@ class ServiceSettings:
     legacy_fallback: bool
     #: None: every VO not in DisabledVOs; otherwise only these.
     vos: frozenset[str] | None
+    #: Shadow mode: the fraction (0 to 1) of the legacy-answered read calls also asked of DiracX.
+    shadow_rate: float = 0.0
+    #: None: every VO not in DisabledVOs is shadowed; otherwise only these.
+    shadow_vos: frozenset[str] | None = None
 
     @property
     def name(self) -> str:
@@ -233,6 +244,7 @@ def service_settings(full_name: str, read: OptionReader | None = None) -> Servic
         break
     base = f"{SECTION}/Bridge/{system}/{service}"
     vos = read(f"{base}/VOs")
+    shadow_vos = read(f"{base}/ShadowVOs")
     return ServiceSettings(
         system=system,
         service=service,
@@ -240,6 +252,8 @@ def service_settings(full_name: str, read: OptionReader | None = None) -> Servic
         enabled_by=enabled_by,
         legacy_fallback=parse_bool(read(f"{base}/LegacyFallback")),
         vos=frozenset(parse_list(vos)) if vos is not None else None,
+        shadow_rate=min(1.0, max(0.0, parse_float(read(f"{base}/Shadow"), 0.0))),
+        shadow_vos=frozenset(parse_list(shadow_vos)) if shadow_vos is not None else None,
     )
 
 
@@ -273,6 +287,31 @@ def exchange_settings(read: OptionReader | None = None) -> ExchangeSettings:
         cache_size=max(0, int(parse_float(read(f"{SECTION}/Bridge/ExchangeCacheSize"), 1024))),
         connect_timeout=parse_float(read(f"{SECTION}/Bridge/ConnectTimeout"), 5.0),
         timeout=parse_float(read(f"{SECTION}/Bridge/ExchangeTimeout"), 10.0),
+    )
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    """Shadow mode's limits, for the whole process (how much it may cost the caller and DiracX)."""
+
+    #: Comparisons waiting for the background worker; a call sampled when it is full is not shadowed.
+    queue_size: int = 100
+    #: Requests per second the shadow sends to DiracX from one process, at most.
+    max_per_second: float = 5.0
+    #: Where the comparison records go (a per-host journal): None means the per-user default.
+    journal: str | None = None
+    #: Seconds a process waits at exit for the comparisons still queued (0: it does not wait).
+    drain_seconds: float = 1.0
+
+
+def shadow_settings(read: OptionReader | None = None) -> ShadowSettings:
+    if read is None:
+        return _cached("shadow", shadow_settings)
+    return ShadowSettings(
+        queue_size=max(0, int(parse_float(read(f"{SECTION}/Bridge/ShadowQueueSize"), 100))),
+        max_per_second=max(0.0, parse_float(read(f"{SECTION}/Bridge/ShadowMaxPerSecond"), 5.0)),
+        journal=(read(f"{SECTION}/Bridge/ShadowJournal") or "").strip() or None,
+        drain_seconds=max(0.0, parse_float(read(f"{SECTION}/Bridge/ShadowDrainSeconds"), 1.0)),
     )
 
 

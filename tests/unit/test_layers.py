@@ -20,8 +20,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("tokens", "identity"),  # the proxy file and its token; who is calling
     ("session",),  # talking to DiracX as the caller
     ("adapters",),  # one module per legacy client class
+    ("shadow",),  # the legacy answer, and a sample of reads compared with DiracX's
     ("routing",),  # adapter, legacy, fallback or refusal
-    ("activation", "status", "cli", "demo"),  # what DIRAC and admins call
+    ("activation", "status", "cli", "demo", "readiness", "doctor"),  # what DIRAC and admins call
 ]
 #: Beside the stack: they use it, nothing in it uses them.
 BESIDE = ("proxy_token_exchange", "cs_sync", "testing")

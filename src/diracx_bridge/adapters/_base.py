@@ -138,6 +138,8 @@ class Adapter:
     #: False when the legacy surface is not known (a service without an adapter): every name is
     #: then treated as a legacy method (fallback or refusal), never as "Unknown method".
     KNOWS_LEGACY_SURFACE: ClassVar[bool] = True
+    #: Legacy methods that only read: shadow mode may also ask DiracX for them (never for a write).
+    READS: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, route: Route, legacy: Callable[[], Any], url: str = "", client_kwargs: Any = None) -> None:
         self._route = route

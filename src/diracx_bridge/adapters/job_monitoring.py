@@ -92,6 +92,8 @@ _READ = "NormalUser (for the caller's own jobs) or JobAdministrator"
 class JobMonitoringAdapter(Adapter):
     SERVICE = "WorkloadManagement/JobMonitoring"
     TYPES = _TYPES
+    #: Every method of the service only reads: all may be shadowed.
+    READS = frozenset(_TYPES)
     NOT_SERVED: ClassVar[dict[str, str]] = {
         "getJobJDL": "it exposes no job JDLs",
         "getJobParameter": "it has no route to read job parameters",

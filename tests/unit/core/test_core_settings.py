@@ -156,7 +156,35 @@ def test_each_option_is_read_at_its_documented_path() -> None:
         return None
 
     service_settings(JM, read)
-    assert asked == [FUTURE, LEGACY, f"{BRIDGE}/VOs", f"{BRIDGE}/LegacyFallback"]
+    assert sorted(asked) == sorted(
+        [FUTURE, LEGACY, f"{BRIDGE}/VOs", f"{BRIDGE}/ShadowVOs", f"{BRIDGE}/LegacyFallback", f"{BRIDGE}/Shadow"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "rate"), [(None, 0.0), ("0.01", 0.01), ("1", 1.0), ("5", 1.0), ("-1", 0.0), ("nan", 0.0), ("x", 0.0)]
+)
+def test_the_shadow_rate_is_a_fraction(raw: str | None, rate: float) -> None:
+    options = {f"{BRIDGE}/Shadow": raw} if raw is not None else {}
+    assert service_settings(JM, dict_reader(options)).shadow_rate == rate
+
+
+def test_shadow_limits_and_their_defaults() -> None:
+    from diracx_bridge.settings import shadow_settings
+
+    default = shadow_settings(dict_reader({}))
+    assert (default.queue_size, default.max_per_second, default.journal, default.drain_seconds) == (100, 5.0, None, 1.0)
+    set_ = shadow_settings(
+        dict_reader(
+            {
+                "/DiracX/Bridge/ShadowQueueSize": "7",
+                "/DiracX/Bridge/ShadowMaxPerSecond": "0.5",
+                "/DiracX/Bridge/ShadowJournal": " /var/log/x ",
+                "/DiracX/Bridge/ShadowDrainSeconds": "-3",
+            }
+        )
+    )
+    assert (set_.queue_size, set_.max_per_second, set_.journal, set_.drain_seconds) == (7, 0.5, "/var/log/x", 0.0)
 
 
 # --- bridge_settings -----------------------------------------------------------------------------------
