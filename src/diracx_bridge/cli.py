@@ -16,6 +16,9 @@ SUBCOMMANDS = {
     "cs-sync": "diracx_bridge.cs_sync.cli",
     "whoami": "diracx_bridge.proxy_token_exchange.cli",
     "status": "diracx_bridge.status",
+    "shadow-report": "diracx_bridge.shadow.report",
+    "readiness": "diracx_bridge.readiness",
+    "doctor": "diracx_bridge.doctor",
 }
 
 

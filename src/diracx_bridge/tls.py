@@ -13,10 +13,8 @@ import ssl
 from functools import cache
 
 
-@cache
-def ssl_context() -> ssl.SSLContext:
-    """System CAs plus DIRAC's CA directory, built once per process."""
-    ctx = ssl.create_default_context()
+def ca_directory() -> str | None:
+    """DIRAC's CA directory (``X509_CERT_DIR``, else DIRAC's own lookup), if there is one."""
     ca_dir = os.environ.get("X509_CERT_DIR")
     if not ca_dir:
         try:
@@ -25,7 +23,15 @@ def ssl_context() -> ssl.SSLContext:
             ca_dir = getCAsLocation()
         except Exception:  # noqa: BLE001 - no DIRAC CS here: system CAs only
             ca_dir = None
-    if ca_dir and os.path.isdir(ca_dir):
+    return ca_dir if ca_dir and os.path.isdir(ca_dir) else None
+
+
+@cache
+def ssl_context() -> ssl.SSLContext:
+    """System CAs plus DIRAC's CA directory, built once per process."""
+    ctx = ssl.create_default_context()
+    ca_dir = ca_directory()
+    if ca_dir:
         ctx.load_verify_locations(capath=ca_dir)
     return ctx
 

@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
 def whoami(args: argparse.Namespace) -> int:
     from diracx_bridge import errors, tokens
     from diracx_bridge.identity import default_proxy_location
-    from diracx_bridge.proxy_token_exchange.info import TokenInfo, format_rows, when
+    from diracx_bridge.proxy_token_exchange.info import TokenInfo, certificate_expiry, format_rows, when
 
     path = Path(args.proxy) if args.proxy else default_proxy_location()
     try:
@@ -59,7 +59,7 @@ def whoami(args: argparse.Namespace) -> int:
         return EXIT_NO_TOKEN
     info = TokenInfo.of(token)
     rows = [("proxy", str(path)), *info.rows()]
-    cert_expiry = _certificate_expiry(path)
+    cert_expiry = certificate_expiry(path)
     if cert_expiry is not None:
         rows.append(("proxy cert", when(cert_expiry)))
     print("\n".join(format_rows(rows, width=14)))
@@ -72,20 +72,6 @@ def whoami(args: argparse.Namespace) -> int:
     if args.check:
         return _check(path)
     return EXIT_OK
-
-
-def _certificate_expiry(path: Path) -> float | None:
-    """``notAfter`` of the first certificate of the proxy (the proxy certificate itself)."""
-    from cryptography import x509
-
-    try:
-        text = path.read_bytes()
-        start = text.index(b"-----BEGIN CERTIFICATE-----")
-        end = text.index(b"-----END CERTIFICATE-----", start) + len(b"-----END CERTIFICATE-----")
-        cert = x509.load_pem_x509_certificate(text[start:end])
-    except (OSError, ValueError):
-        return None
-    return cert.not_valid_after_utc.timestamp()
 
 
 def _check(path: Path) -> int:

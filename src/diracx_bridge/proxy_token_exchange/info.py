@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from diracx_bridge import errors, tokens
@@ -185,3 +186,17 @@ def _disabled_vos() -> frozenset[str]:
     from diracx_bridge import settings
 
     return settings.bridge_settings().disabled_vos
+
+
+def certificate_expiry(path: Path) -> float | None:
+    """``notAfter`` of the first certificate of the proxy (the proxy certificate itself)."""
+    from cryptography import x509
+
+    try:
+        text = path.read_bytes()
+        start = text.index(b"-----BEGIN CERTIFICATE-----")
+        end = text.index(b"-----END CERTIFICATE-----", start) + len(b"-----END CERTIFICATE-----")
+        cert = x509.load_pem_x509_certificate(text[start:end])
+    except (OSError, ValueError):
+        return None
+    return cert.not_valid_after_utc.timestamp()
