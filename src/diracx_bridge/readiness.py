@@ -277,7 +277,7 @@ def gather(args: argparse.Namespace) -> Facts:
     vos = sorted(Registry.getVOs().get("Value", []))
     tree = cs.dirac_tree()
     synced = tree.get("CsSync", {}).get("VOs", {}) if isinstance(tree.get("CsSync"), dict) else {}
-    users = {vo: set(Registry.getUsersInVO(vo) or []) for vo in vos}
+    users = users_by_vo(vos)
     subjects = {
         vo: {u for u, s in (synced.get(vo, {}) or {}).get("UserSubjects", {}).items() if str(s).strip()}
         for vo in vos
@@ -297,6 +297,24 @@ def gather(args: argparse.Namespace) -> Facts:
         exchange_key=exchange_key_accepted(bridge, vos),
         config_revision=config_revision(bridge, args.config_repo),
     )
+
+
+def users_by_vo(vos: list[str]) -> dict[str, set[str]]:
+    """The users of each VO: members of the groups whose VO it is.
+
+    Not DIRAC's ``getUsersInVO``: with a default VO (``/DIRAC/VirtualOrganization``) it answers
+    every group of the Registry, whatever the VO asked.
+    """
+    from DIRAC import gConfig
+    from DIRAC.ConfigurationSystem.Client.Helpers import Registry
+
+    users: dict[str, set[str]] = {vo: set() for vo in vos}
+    groups = gConfig.getSections("/Registry/Groups")
+    for group in groups["Value"] if groups["OK"] else []:
+        vo = Registry.getVOForGroup(group)
+        if vo in users:
+            users[vo].update(Registry.getUsersInGroup(group) or [])
+    return users
 
 
 def diracx_up(bridge: cs.BridgeSettings) -> tuple[bool, str]:

@@ -1,4 +1,4 @@
-"""Switch a service the way DIRAC's own FutureClient comparison tests do, inside a DIRAC worker.
+"""Test support run inside a DIRAC worker: DIRAC's own way of switching a service, and shadow mode's drain.
 
 DIRAC's ``tests/Integration/FutureClient/utils.py`` patches
 ``DIRAC.Core.Tornado.Client.ClientSelector.useLegacyAdapter`` with ``lambda *_: True`` (or False)
@@ -25,3 +25,11 @@ def call_with_use_legacy_adapter(answer: bool, target: str, method: str, *args: 
         return getattr(client, method)(*args)
     finally:
         selector_module.useLegacyAdapter = original
+
+
+def drain_shadow(seconds: float) -> bool:
+    """Wait (in this worker process) for its shadow comparisons to be written; True when none is left."""
+    from diracx_bridge.shadow import _worker
+
+    worker = _worker._shadow
+    return True if worker is None else worker.drain(seconds)
