@@ -63,6 +63,8 @@ def demo(grid: Grid, workdir: Path) -> None:
     step_not_served(grid, legacy_job)
     step_user_without_subject(grid, legacy_job)
     step_cs_sync(grid, workdir)
+    journal = step_shadow(grid, workdir, legacy_job, diracx_job)
+    step_readiness(grid, journal)
 
 
 def step_proxy(grid: Grid) -> Path:
@@ -160,6 +162,32 @@ def step_cs_sync(grid: Grid, workdir: Path) -> None:
     grid.set_option("/DiracX/CsSync/VOs/civo/UserSubjects/newuser", "newuser-subject-0003")
     run(grid, ["diracx-bridge", "cs-sync", str(grid.cfg_path), str(repo)])
     run(grid, ["git", "-C", str(repo), "log", "--format=%h %s"])
+
+
+def step_shadow(grid: Grid, workdir: Path, legacy_job: int, diracx_job: int) -> Path:
+    say("9. Shadow mode: JobMonitoring stays on legacy, and its reads are also asked of DiracX and compared")
+    journal = workdir / "shadow-journal"
+    shadow = [
+        "-o/DiracX/Bridge/WorkloadManagement/JobMonitoring/Shadow=1",
+        f"-o/DiracX/Bridge/ShadowJournal={journal}",
+    ]
+    show("(the admin sets Shadow = 0.01 for the service in the CS; here: every read, on the command line)")
+    for job in (legacy_job, diracx_job, legacy_job):
+        run(grid, ["dirac-wms-job-status", *shadow, str(job)])
+    run(grid, ["diracx-bridge", "shadow-report", str(journal)])
+    return journal
+
+
+def step_readiness(grid: Grid, journal: Path) -> None:
+    say("10. readiness: may JobMonitoring be switched to DiracX for the VO civo?")
+    verdict = ["diracx-bridge", "readiness", "--service", "WorkloadManagement/JobMonitoring", "--vo", "civo"]
+    verdict += ["--journal", str(journal), "--min-samples", "3"]
+    out = run(grid, verdict, check=False)
+    show(f"-> {'NOT READY' if 'NOT READY' in out else 'READY'}: one user of civo has no IdP subject for DiracX")
+    show("(the VO admin adds nosubuser's subject to /DiracX/CsSync/VOs/civo/UserSubjects; cs-sync carries it over)")
+    grid.set_option("/DiracX/CsSync/VOs/civo/UserSubjects/nosubuser", "nosubuser-subject-0009")
+    out = run(grid, verdict, check=False)
+    show(f"-> {'NOT READY' if 'NOT READY' in out else 'READY'}: the switch can go in for civo")
 
 
 if __name__ == "__main__":
