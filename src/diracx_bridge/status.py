@@ -79,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
             extras.append("LegacyFallback")
         if svc.vos is not None:
             extras.append(f"VOs: {', '.join(sorted(svc.vos)) or 'none'}")
+        if svc.shadow_rate > 0 and not route.use_diracx:
+            shadowed = routing.shadow_route(name, route, kwargs) is not None
+            vos = f" of {', '.join(sorted(svc.shadow_vos))}" if svc.shadow_vos is not None else ""
+            extras.append(f"shadow {svc.shadow_rate:.2%}{vos} ({'this caller is' if shadowed else 'not this caller'})")
         print(f"  {name:<40} -> {where:<6}  ({route.reason}; {'; '.join(extras)})")
 
     for problem in registry().problems:

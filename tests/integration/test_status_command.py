@@ -71,3 +71,20 @@ def test_status_check_reports_an_unreachable_diracx(gs, grid, tmp_path):
     res = grid.run(["diracx-bridge", "status", "--check"], env={"DIRACSYSCONFIG": str(down)}, check=False)
     assert res.returncode == 1
     assert "http://127.0.0.1:9 unreachable" in res.stdout
+
+
+def test_status_shows_shadow_mode_and_whether_it_applies_to_the_caller(gs, grid, tmp_path):
+    shadow = tmp_path / "shadow.cfg"
+    shadow.write_text(
+        "DiracX\n{\n  Bridge\n  {\n    WorkloadManagement\n    {\n      JobMonitoring\n      {\n"
+        "        Shadow = 0.01\n      }\n    }\n  }\n}\n"
+    )
+    gs.proxy()
+    out = grid.run(["diracx-bridge", "status"], env={"DIRACSYSCONFIG": str(shadow)}).stdout
+    line = next(line for line in out.splitlines() if "WorkloadManagement/JobMonitoring " in line)
+    assert "-> legacy" in line and "shadow 1.00% (this caller is)" in line, out
+    gs.proxy("legacyuser", "legacyvo_user")
+    out = grid.run(
+        ["diracx-bridge", "status"], user="legacyuser", group="legacyvo_user", env={"DIRACSYSCONFIG": str(shadow)}
+    ).stdout
+    assert "shadow 1.00% (not this caller)" in out, out  # a disabled VO has no token to shadow with
