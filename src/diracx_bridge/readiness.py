@@ -203,26 +203,29 @@ def _registry_checks(verdict: Verdict, facts: Facts, vo: str) -> None:
 def _diracx_checks(verdict: Verdict, facts: Facts) -> None:
     up, why = facts.diracx_up
     verdict.add("DiracX answers", PASS if up else FAIL, why, "" if up else "check /DiracX/URL and the DiracX server")
-    key_ok, why = facts.exchange_key
-    if key_ok is None:
-        verdict.add("legacy-exchange key", WARN, why, "run readiness on the ProxyManager's host to check it")
+    _checked_or_not(
+        verdict,
+        "legacy-exchange key",
+        facts.exchange_key,
+        unchecked="run readiness on the ProxyManager's host to check it",
+        failed="make /DiracX/LegacyExchangeApiKey match DiracX's DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY",
+    )
+    _checked_or_not(
+        verdict,
+        "DiracX configuration",
+        facts.config_revision,
+        unchecked="give --config-repo (the cs-sync repository) to check it",
+        failed="wait for DiracX to reload its configuration, or check DIRACX_CONFIG_BACKEND_URL",
+    )
+
+
+def _checked_or_not(verdict: Verdict, name: str, fact: tuple[bool | None, str], *, unchecked: str, failed: str) -> None:
+    """A fact this host may not be able to check: unchecked warns, false fails."""
+    ok, why = fact
+    if ok is None:
+        verdict.add(name, WARN, why, unchecked)
     else:
-        verdict.add(
-            "legacy-exchange key",
-            PASS if key_ok else FAIL,
-            why,
-            "" if key_ok else "make /DiracX/LegacyExchangeApiKey match DiracX's DIRACX_LEGACY_EXCHANGE_HASHED_API_KEY",
-        )
-    current, why = facts.config_revision
-    if current is None:
-        verdict.add("DiracX configuration", WARN, why, "give --config-repo (the cs-sync repository) to check it")
-    else:
-        verdict.add(
-            "DiracX configuration",
-            PASS if current else FAIL,
-            why,
-            "" if current else "wait for DiracX to reload its configuration, or check DIRACX_CONFIG_BACKEND_URL",
-        )
+        verdict.add(name, PASS if ok else FAIL, why, "" if ok else failed)
 
 
 def _settings_checks(verdict: Verdict, facts: Facts, svc: cs.ServiceSettings, vo: str) -> None:

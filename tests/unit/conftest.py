@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import os
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -62,3 +64,13 @@ def _fresh_process_caches() -> None:
     settings.clear_cache()
     _registry.forget()
     capabilities.forget()
+
+
+@pytest.fixture
+def bare_proxy(tmp_path: Path, proxy_pem: str) -> Path:
+    """A proxy file without a DIRACX block, 0600, named as dirac-proxy-init names it."""
+    path = tmp_path / f"x509up_u{os.geteuid()}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(proxy_pem)
+    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,16 +15,6 @@ from diracx_bridge.tokens import (
     DiracxToken,
     write_token,
 )
-
-
-@pytest.fixture
-def bare_proxy(tmp_path: Path, proxy_pem: str) -> Path:
-    """A proxy file without a DIRACX block, 0600."""
-    path = tmp_path / f"x509up_u{os.geteuid()}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(proxy_pem)
-    return path
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,10 +24,6 @@ def make_token() -> Callable[..., DiracxToken]:
 
 
 @pytest.fixture
-def proxy_file(tmp_path: Path, proxy_pem: str) -> Path:
-    """A DIRAC proxy without a token, 0600, where dirac-proxy-init would put it (name-wise)."""
-    path = tmp_path / f"x509up_u{os.geteuid()}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(proxy_pem)
-    return path
+def proxy_file(bare_proxy: Path) -> Path:
+    """A DIRAC proxy without a token (the shared ``bare_proxy``, under the name these tests use)."""
+    return bare_proxy

@@ -4,7 +4,6 @@ unusable directories, and writers that ignore the lock (DIRAC's own)."""
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -12,12 +11,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bundle_test_helpers import jwt_like, write_private
+from unit_helpers import run_as
 
 from diracx_bridge.errors import (
     TokenFileError,
@@ -149,30 +148,6 @@ def readonly_dir_proxy(proxy_pem: str) -> Iterator[tuple[Path, DiracxToken]]:
         shutil.rmtree(directory)
 
 
-def run_as_nobody(func) -> dict:
-    """Run ``func`` in a forked child that has dropped to uid/gid 65534; return its JSON result."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        os.close(read_end)
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            result = func()
-        except BaseException:
-            result = {"crash": traceback.format_exc()}
-        os.write(write_end, json.dumps(result).encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        data = pipe.read()
-    os.waitpid(pid, 0)
-    result = json.loads(data)
-    assert "crash" not in result, result.get("crash")
-    return result
-
-
 def test_directory_we_cannot_write(readonly_dir_proxy: tuple[Path, DiracxToken]) -> None:
     proxy, token = readonly_dir_proxy
     before = proxy.read_bytes()
@@ -191,7 +166,7 @@ def test_directory_we_cannot_write(readonly_dir_proxy: tuple[Path, DiracxToken])
                 out[name] = str(exc)
         return out
 
-    result = run_as_nobody(scenario)
+    result = run_as(NOBODY, scenario)
     assert result["read"] == token.as_dict()
     for name in ("write", "remove", "update"):
         assert result[name].startswith(f"cannot rewrite the proxy file {proxy} (Permission denied)"), result[name]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tokens_test_helpers import NOBODY, Refresher, access, refresh, run_as
+from tokens_test_helpers import NOBODY, Refresher, access, refresh
+from unit_helpers import run_as
 
 from diracx_bridge import errors, identity, log, session
 from diracx_bridge.proxy_token_exchange.cli import whoami
