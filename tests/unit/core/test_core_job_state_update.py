@@ -899,3 +899,25 @@ def token_file(as_props: Callable[[list[str]], Path]) -> DiracxToken:
     from diracx_bridge.tokens import read_token
 
     return read_token(as_props(USER_PROPS))
+
+
+@pytest.mark.parametrize(("method", "args"), CALLS)
+def test_a_diracx_403_is_legacys_refusal_for_every_method(
+    adapter: JobStateUpdateAdapter, diracx: FakeDiracX, method: str, args: tuple[Any, ...]
+) -> None:
+    diracx.jobs[1]["Status"] = "Staging"
+    for path in WRITES:
+        diracx.overrides[("PATCH", path)] = lambda r: httpx.Response(403, json={"detail": "Forbidden"})
+    refused(getattr(adapter, method)(*args), "Not authorized to modify job 1")
+
+
+def test_a_bug_in_the_adapter_is_an_s_error_not_an_exception(
+    adapter: JobStateUpdateAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> str:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(job_state_update, "_utc_iso", broken)
+    result = adapter.setJobStatus(1, "Running", "m", "s")
+    assert result["OK"] is False and "a bug" in result["Message"]
+    assert "ExecInfo" not in result and "rpcStub" in result
