@@ -56,7 +56,7 @@ class JobState:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "job": self.job,
+            "job": dict(self.job),  # a copy: comparisons drop ignored columns from it
             "logging": self.logging,
             "heartbeats": self.heartbeats,
             "commands": self.commands,

@@ -363,8 +363,9 @@ def test_select_adapter_route_returns_the_adapter(monkeypatch: pytest.MonkeyPatc
 
 
 def test_select_unknown_service_uses_dirac_future_client_class(monkeypatch: pytest.MonkeyPatch) -> None:
-    patch_decide(monkeypatch, route_of(True, enabled=True, service="WorkloadManagement/JobStateUpdate"))
-    result = select(Original(), "WorkloadManagement/JobStateUpdate", httpsClient=None, diracxClient=FakeFutureClient)
+    # A service without an adapter of the bridge (JobStateUpdate, DIRAC 9.1's only wired one, now has one).
+    patch_decide(monkeypatch, route_of(True, enabled=True, service="WorkloadManagement/PilotManager"))
+    result = select(Original(), "WorkloadManagement/PilotManager", httpsClient=None, diracxClient=FakeFutureClient)
     assert type(result) is FakeFutureClient
 
 
@@ -388,4 +389,4 @@ def test_select_unknown_service_without_client_class_is_unserved(
 
 def test_adapter_class_lookup() -> None:
     assert adapter_for(JM) is JobMonitoringAdapter
-    assert adapter_for("WorkloadManagement/JobStateUpdate") is None
+    assert adapter_for("WorkloadManagement/PilotManager") is None
