@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from traffic import JOB_MONITORING_METHODS, Traffic, observe
 from twins import JM, JSU, Databases, JobState, assert_same_state, make_twins, wait_for_status
 
@@ -41,6 +42,11 @@ STATUS = ("PATCH", "/api/jobs/status")
 JOB_MANAGER_METHODS = frozenset({"submitJob", "confirmBulkSubmission", "killJob", "deleteJob", "rescheduleJob"})
 JDL = '[ Executable = "/bin/echo"; Arguments = "life"; JobName = "scripts"; JobGroup = "jm-scripts"; ]'
 PARAMETRIC = '[ Executable = "/bin/echo"; Arguments = "%s"; JobGroup = "jm-scripts"; Parameters = {"x", "y"}; ]'
+#: A JDL with an input sandbox (relative to the command's directory): WMSClient uploads it first.
+SANDBOXED = (
+    '[ Executable = "/bin/cat"; Arguments = "jm-input.txt"; JobName = "life"; JobGroup = "jm-scripts"; '
+    'InputSandbox = {"jm-input.txt"}; StdOutput = "std.out"; OutputSandbox = {"std.out"}; ]'
+)
 
 
 def options(*switches: str) -> list[str]:
@@ -64,6 +70,19 @@ def run(grid: Any, argv: list[str], *extra: str) -> tuple[str, Traffic]:
 def legacy_only(seen: Traffic, method: str) -> None:
     assert seen.diracx == [], f"the legacy run must not touch DiracX: {seen.diracx}"
     assert seen.legacy_calls(method), f"the legacy run must call the legacy {method}: {seen.legacy}"
+
+
+def sandbox_types(grid: Any, job: int) -> list[str]:
+    """The sandboxes assigned to ``job`` (SandboxMetadataDB), by type."""
+    engine = sa.create_engine(grid.mysql.url("SandboxMetadataDB", "mysql+pymysql"))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT Type FROM sb_EntityMapping WHERE EntityId = :e ORDER BY Type"), {"e": f"Job:{job}"}
+            )
+            return [row.Type for row in rows]
+    finally:
+        engine.dispose()
 
 
 def job_ids_in(text: str) -> list[int]:
@@ -90,7 +109,8 @@ def admin(gs):
 @pytest.fixture
 def jdl_files(grid) -> dict[str, Path]:
     files = {}
-    for name, text in (("single", JDL), ("parametric", PARAMETRIC)):
+    (grid.workdir / "jm-input.txt").write_text("input sandbox\n")
+    for name, text in (("single", JDL), ("parametric", PARAMETRIC), ("sandboxed", SANDBOXED)):
         path = grid.workdir / f"jm-scripts-{name}.jdl"
         path.write_text(text)
         files[name] = path
@@ -100,7 +120,7 @@ def jdl_files(grid) -> dict[str, Path]:
 # --- the unchanged commands -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["single", "parametric"])
+@pytest.mark.parametrize("kind", ["single", "parametric", "sandboxed"])
 def test_dirac_wms_job_submit(gs, grid, jdl_files, kind):
     gs.proxy()
     legacy, legacy_seen = run(grid, ["dirac-wms-job-submit", str(jdl_files[kind])])
@@ -176,7 +196,8 @@ def lives(grid_session) -> dict[str, list[int]]:
     grid = gs.grid
     gs.proxy()
     path = grid.workdir / "jm-life.jdl"
-    path.write_text(JDL)
+    path.write_text(SANDBOXED)
+    (grid.workdir / "jm-input.txt").write_text("input sandbox\n")
     jobs: dict[str, list[int]] = {"legacy": [], "adapted": []}
     for _ in range(2):
         legacy = grid.run(["dirac-wms-job-submit", str(path)])
@@ -230,6 +251,8 @@ def test_a_jobs_whole_life(gs, dbs, lives):
     if JSU_ADAPTED:
         assert seen.from_bridge(*STATUS)
     assert_same_life(dbs.state(legacy_job), dbs.state(adapted_job), extra_records=[])
+    # The optimizers gave each job its input sandbox (uploaded by WMSClient before the submission).
+    assert sandbox_types(gs.grid, legacy_job) == sandbox_types(gs.grid, adapted_job) == ["Input"]
 
 
 def test_a_kill_during_running_reaches_the_next_heartbeat_on_both_paths(gs, grid, dbs, lives):
