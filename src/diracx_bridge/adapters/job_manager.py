@@ -347,14 +347,15 @@ class JobManagerAdapter(Adapter):
     # --- kill and delete -----------------------------------------------------------------------------
 
     @adapted(uses=[JOBS_SEARCH, JOBS_SET_STATUS])
-    def killJob(self, jobIDs: Any, force: Any = False) -> WithKeys:
+    def killJob(self, jobIDs: Any, force: Any = False) -> Any:
         return self._kill_or_delete("killJob", jobIDs, delete=False)
 
     @adapted(uses=[JOBS_SEARCH, JOBS_SET_STATUS])
-    def deleteJob(self, jobIDs: Any, force: Any = False) -> WithKeys:
+    def deleteJob(self, jobIDs: Any, force: Any = False) -> Any:
         return self._kill_or_delete("deleteJob", jobIDs, delete=True)
 
     def _kill_or_delete(self, method: str, job_input: Any, *, delete: bool) -> Any:
+        """``StatusUtils.kill_delete_jobs`` after ``JobPolicy.evaluateJobRights``, as the legacy handler runs them."""
         job_ids = legacy_job_list(job_input, method)
         if not job_ids:
             return []
@@ -363,8 +364,8 @@ class JobManagerAdapter(Adapter):
         rights = kill_rights(job_ids, rows, claims)
         if rights.beyond_diracx:
             self._cannot_serve(
-                f"{capabilities.NAME}, which lets a NormalUser act on their own jobs of their VO only (jobs "
-                f"{rights.beyond_diracx} are allowed by the legacy JobPolicy: JobSharing, another VO or group)"
+                f"{capabilities.NAME}, which lets a NormalUser act on their own jobs of their own VO only (the legacy "
+                f"JobPolicy alone allows jobs {rights.beyond_diracx}: JobSharing, or the user's jobs of another VO)"
             )
         staging = [job for job in rights.valid if rows[job].get("Status") == STAGING]
         if staging:
