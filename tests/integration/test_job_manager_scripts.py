@@ -213,7 +213,7 @@ def live(pilot: Any, user: Any, job: int, cs: dict[str, str | None], *, until: s
     for worker, method, args in [
         (pilot, "setJobStatus", (job, "Matched", "Assigned", "Matcher")),
         (user, "setJobStatus", (job, "Running", "Job Initialization", "JobWrapper")),
-        (user, "setJobParameter", (job, "CPUNormalizationFactor", "12.5")),
+        (user, "setJobParameter", (job, "LifeStep", "running")),
         (user, "setJobApplicationStatus", (job, "Step 1", "JobWrapper")),
         (user, "sendHeartBeat", (job, {"LoadAverage": 1.5, "MemoryUsed": 1024.0}, {})),
     ]:
