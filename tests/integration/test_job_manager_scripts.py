@@ -272,9 +272,10 @@ def test_a_kill_during_running_reaches_the_next_heartbeat_on_both_paths(gs, grid
     assert heartbeats[adapted_job]["Value"] == heartbeats[legacy_job]["Value"]
     legacy, adapted = dbs.state(legacy_job), dbs.state(adapted_job)
     assert legacy.commands == adapted.commands == [("Kill", "", "Sent")]
-    # DiracX ends a killed job (legacy's kill writes no time), so the heartbeat comes after the end.
+    # DiracX ends a killed job (legacy's kill writes no time), so the heartbeat may come after that end
+    # (time stamps have whole seconds; the kill is dated after the job's last record, see the adapter).
     assert legacy.job["EndExecTime"] is None and adapted.job["EndExecTime"] == "<set>"
-    assert legacy.disorder == [] and adapted.disorder == ["HeartBeatTime > EndExecTime"]
+    assert legacy.disorder == [] and set(adapted.disorder) <= {"HeartBeatTime > EndExecTime"}
     adapted.job["EndExecTime"], adapted.disorder = None, []
     if JSU_ADAPTED:  # README (JobStateUpdate): legacy's heartbeat revives a killed job, DiracX's does not
         assert (legacy.job["Status"], adapted.job["Status"]) == ("Running", "Killed")
