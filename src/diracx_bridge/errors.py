@@ -50,6 +50,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from DIRACCommon.Core.Utilities import DErrno
@@ -124,6 +125,20 @@ class LegacyRefusal(BridgeError):
 
     def __init__(self, message: str, *, code: int = 0, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message, code=code, extra=extra)
+
+    @classmethod
+    def of(cls, result: Mapping[str, Any]) -> LegacyRefusal:
+        """The ``S_ERROR`` a DIRAC function returned, kept as it is (message, ``Errno``, extra keys).
+
+        ``S_ERROR(code, text)`` has already written the DErrno name into its message; building the
+        refusal from ``text`` and ``code`` again would write it twice.
+        """
+        refusal = cls(str(result.get("Message", "")))
+        refusal.result["Errno"] = int(result.get("Errno") or 0)
+        refusal.result.update(  # type: ignore[typeddict-item]
+            {k: v for k, v in result.items() if k not in ("OK", "Errno", "Message", "CallStack", "ExecInfo", "rpcStub")}
+        )
+        return refusal
 
 
 class NotServed(BridgeError):

@@ -29,8 +29,8 @@ from diracx_bridge.tokens import (
 pytestmark = pytest.mark.integration
 
 JM = "DIRAC.WorkloadManagementSystem.Client.JobMonitoringClient.JobMonitoringClient"
-JOBMAN = "DIRAC.WorkloadManagementSystem.Client.JobManagerClient.JobManagerClient"
 CLIENT = "DIRAC.Core.Base.Client.Client"
+RSS = "DIRAC.ResourceStatusSystem.Client.ResourceStatusClient.ResourceStatusClient"
 ON = {"/DiracX/FutureClientEnabled/WorkloadManagement/JobMonitoring": "yes"}
 TOKEN = ("POST", "/api/auth/token")
 
@@ -235,19 +235,19 @@ def test_deprecated_switch_name_still_works(gs, grid, job_id):
     assert "LegacyClientEnabled/WorkloadManagement/JobMonitoring is deprecated" in log.read_text()
 
 
-def test_service_without_adapter(gs, grid, job_id):
+def test_service_without_adapter(gs, grid):
     """DIRAC 9.1 recurses ~250 levels here; the bridge answers at once, or falls back if allowed."""
-    on = {"/DiracX/FutureClientEnabled/WorkloadManagement/JobManager": "yes"}
+    on = {"/DiracX/FutureClientEnabled/ResourceStatus/ResourceStatus": "yes"}  # a grid service no adapter stands for
     with observe(grid) as refused_traffic:
-        refused = gs.worker().call(JOBMAN, "rescheduleJob", [job_id], cs=on)
+        refused = gs.worker().call(RSS, "select", "ResourceStatus", {"Name": "ProductionSandboxSE"}, cs=on)
     assert not refused["OK"] and refused["Errno"] == errno.ENOTSUP
-    assert "WorkloadManagement/JobManager.rescheduleJob" in refused["Message"]
-    refused_traffic.assert_answered_locally("rescheduleJob")
-    fallback = on | {"/DiracX/Bridge/WorkloadManagement/JobManager/LegacyFallback": "yes"}
+    assert "ResourceStatus/ResourceStatus.select" in refused["Message"]
+    refused_traffic.assert_answered_locally("select")
+    fallback = on | {"/DiracX/Bridge/ResourceStatus/ResourceStatus/LegacyFallback": "yes"}
     with observe(grid) as fallback_traffic:
-        legacy = gs.worker().call(JOBMAN, "rescheduleJob", [job_id], cs=fallback)
-    assert "rpcStub" in legacy and legacy.get("Errno") != errno.ENOTSUP  # the legacy service answered
-    fallback_traffic.assert_legacy("rescheduleJob")
+        legacy = gs.worker().call(RSS, "select", "ResourceStatus", {"Name": "ProductionSandboxSE"}, cs=fallback)
+    assert legacy["OK"] and "rpcStub" in legacy  # the legacy service answered
+    fallback_traffic.assert_legacy("select")
 
 
 def test_unknown_method_is_an_s_error_not_an_exception(gs, grid):

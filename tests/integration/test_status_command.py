@@ -21,6 +21,10 @@ SWITCHED_ON = """DiracX
       JobMonitoring = yes
       JobManager = yes
     }
+    ResourceStatus
+    {
+      ResourceStatus = yes
+    }
   }
 }
 """
@@ -46,7 +50,7 @@ def test_status_for_a_diracx_vo(gs, grid, switched_on):
     assert "VO civo" in out
     assert "WorkloadManagement/JobMonitoring         -> DiracX" in out
     assert "WorkloadManagement/JobManager            -> DiracX  (/DiracX/FutureClientEnabled" in out
-    assert "no adapter" in out
+    assert "no adapter" in out  # ResourceStatus's
     assert "not served by DiracX 0.7.0: echo, getInputData, getJobHeartBeatData, getJobJDL" in out
     assert "answered 200" in out
     # The server's own OpenAPI document says it has every route the adapters use.

@@ -24,7 +24,7 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, overload
+from typing import Any, ClassVar, NoReturn, TypeVar, overload
 
 from DIRACCommon.Core.Utilities import DErrno
 from DIRACCommon.Core.Utilities.ReturnValues import convertToReturnValue
@@ -63,6 +63,19 @@ class Route:
     #: The service's switch is on (a legacy route then bypasses DIRAC's selector, which would
     #: send the call to DIRAC's own FutureClient).
     switched_on: bool = False
+
+
+@dataclass(frozen=True)
+class WithKeys:
+    """What an adapted method returns when the legacy ``S_OK`` carries keys besides ``Value``.
+
+    Some legacy services add keys to a successful answer (JobManager's ``JobID`` and
+    ``requireProxyUpload``); ``@adapted`` puts ``value`` in ``Value`` and ``keys`` beside it,
+    both through the wire encoding.
+    """
+
+    value: Any
+    keys: Mapping[str, Any]
 
 
 @overload
@@ -105,6 +118,10 @@ def _adapt(func: Callable[..., T], *, uses: tuple[Endpoint, ...]) -> Callable[..
             return self._not_served(name, args, self._unserved_why)
         if result["OK"]:
             try:
+                if isinstance(result["Value"], WithKeys):
+                    keys = result["Value"].keys
+                    result["Value"] = result["Value"].value
+                    result.update(over_the_wire(dict(keys)))
                 result["Value"] = over_the_wire(result["Value"])
             except Exception as exc:  # noqa: BLE001 - an adapter bug must still answer, not raise
                 result = errors.LegacyRefusal(f"Cannot serialize the answer of {name}: {exc!r}").result
@@ -267,6 +284,15 @@ class Adapter:
 
     def _service_name(self) -> str:
         return self.SERVICE or (self._route.service.name if self._route.service else "?")
+
+    def _cannot_serve(self, why: str) -> NoReturn:
+        """Stop the running adapted method: this call is not served (legacy fallback or refusal).
+
+        For what a method learns only while serving a call (a job DiracX cannot act on, say);
+        ``why`` completes "is not served by".
+        """
+        self._unserved_why = why
+        raise errors.NotServed(self._service_name(), "this call", why=why)
 
     def _not_served(self, method: str, args: Sequence[Any], why: str) -> dict[str, Any]:
         """The legacy service's answer when the admin allows it, else a refusal that says how to get it."""

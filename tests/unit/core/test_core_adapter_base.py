@@ -12,7 +12,7 @@ from core_test_helpers import FakeDiracX, diracx_route, make_jwt
 from DIRACCommon.Core.Utilities import DErrno
 
 from diracx_bridge import errors
-from diracx_bridge.adapters import Adapter, UnservedService, adapted, over_the_wire
+from diracx_bridge.adapters import Adapter, UnservedService, WithKeys, adapted, over_the_wire
 from diracx_bridge.adapters import _base as base
 from diracx_bridge.adapters.job_monitoring import JobMonitoringAdapter
 from diracx_bridge.identity import Caller, CallerKind
@@ -172,6 +172,45 @@ def test_legacy_fallback_calls_the_legacy_method_with_the_same_args(tmp_path: Pa
     # adapted methods keep using DiracX even with the fallback on
     assert adapter.echo(3)["Value"] == 3
     assert legacy.calls == [("getJobJDL", (12, True))]
+
+
+class KeysAdapter(EchoAdapter):
+    """Two more shapes of answer: an S_OK with legacy keys, a call found unservable half-way."""
+
+    TYPES: ClassVar[dict[str, list[Any]]] = {**EchoAdapter.TYPES, "with_keys": [], "stops_midway": []}
+
+    @adapted
+    def with_keys(self) -> WithKeys:
+        return WithKeys((1, 2), {"JobID": (1, 2), "requireProxyUpload": False})
+
+    @adapted
+    def stops_midway(self) -> None:
+        self.seen.append(("started",))
+        self._cannot_serve("the test server (it cannot do this call)")
+
+
+def test_an_answer_with_legacy_keys_besides_value(tmp_path: Path) -> None:
+    adapter = KeysAdapter(diracx_route(tmp_path / "proxy", SERVICE), Legacy)
+    result = adapter.with_keys()
+    assert result["OK"] is True
+    assert result["Value"] == [1, 2] and result["JobID"] == [1, 2]  # through the wire encoding too
+    assert result["requireProxyUpload"] is False
+    assert result["rpcStub"][1] == "with_keys"
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_a_call_found_unservable_midway_is_refused_or_sent_to_legacy(tmp_path: Path, fallback: bool) -> None:
+    legacy = Legacy()
+    adapter = KeysAdapter(diracx_route(tmp_path / "proxy", SERVICE, legacy_fallback=fallback), lambda: legacy)
+    result = adapter.stops_midway()
+    assert adapter.seen == [("started",)]
+    if fallback:
+        assert result == {"OK": True, "Value": "legacy stops_midway"}
+        assert legacy.calls == [("stops_midway", ())]
+    else:
+        assert result["Errno"] == errno.ENOTSUP
+        assert f"{SERVICE}.stops_midway is not served by the test server (it cannot do this call)" in result["Message"]
+        assert legacy.calls == []
 
 
 def test_job_monitoring_unserved_methods(tmp_path: Path) -> None:

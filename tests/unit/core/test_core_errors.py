@@ -147,6 +147,26 @@ def test_code_override_and_extra_keys() -> None:
     assert with_extra.result["Errno"] == errno.EPERM
 
 
+def test_a_dirac_s_error_is_kept_as_it_is() -> None:
+    """``S_ERROR(code, text)`` already names its DErrno: the refusal must not name it twice."""
+    from DIRACCommon.Core.Utilities.ReturnValues import S_ERROR
+
+    legacy = S_ERROR(DErrno.EWMSJDL, "Illegal number of job parameters 0")
+    legacy["Status"] = "Failed"
+    exc = errors.LegacyRefusal.of(legacy)
+    assert (
+        exc.result["Message"]
+        == legacy["Message"]
+        == "Invalid job description ( 1501 : Illegal number of job parameters 0)"
+    )
+    assert exc.result["Errno"] == DErrno.EWMSJDL
+    assert exc.result["Status"] == "Failed"
+    assert exc.result["CallStack"] == []  # the bridge's own stack, not DIRAC's
+    plain = errors.LegacyRefusal.of({"OK": False, "Message": f"no, Bearer {access_jwt()}", "rpcStub": ["x"]})
+    assert plain.result["Errno"] == 0 and "rpcStub" not in plain.result
+    assert "eyJ" not in plain.result["Message"]
+
+
 def test_messages_are_redacted_at_construction() -> None:
     token = access_jwt()
     exc = errors.DiracXServerError("http://x", "a refresh", detail=f"failed with Authorization: Bearer {token}")

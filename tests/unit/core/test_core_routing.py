@@ -377,7 +377,7 @@ def test_select_unknown_service_without_client_class_is_unserved(
     calls: list[Any] = []
     if diracx_client == "partial":
         diracx_client = functools.partial(calls.append, "executeRPC called")
-    service = "WorkloadManagement/JobManager"
+    service = "WorkloadManagement/WMSAdministrator"  # a service without an adapter
     patch_decide(monkeypatch, route_of(True, enabled=True, service=service))
     result = select(Original(), service, httpsClient=None, diracxClient=diracx_client)
     assert isinstance(result, UnservedService)
