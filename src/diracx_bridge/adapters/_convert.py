@@ -82,14 +82,12 @@ def sql_literal(value: Any) -> str:
     return f"'{escaped}'"
 
 
-def empty_in_list_error(
-    attr_dict: Mapping[str, Any], cut_date: Any = None, *, tail: str = ""
-) -> errors.LegacyRefusal | None:
+def empty_in_list_error(attr_dict: Mapping[str, Any], cut_date: Any = None) -> errors.LegacyRefusal | None:
     """MySQL's refusal of the ``IN (  )`` that DIRAC's ``buildCondition`` writes for an empty list, or None.
 
     The statement is rebuilt as ``buildCondition`` writes it (``AND``-joined conditions in the
     order of the dict, then ``LastUpdateTime >= cutDate``), because MySQL quotes it from the
-    offending ``)`` on; ``tail`` is what the caller's statement has after the condition.
+    offending ``)`` on.
     """
     parts: list[str] = []
     failed_at: int | None = None
@@ -107,7 +105,7 @@ def empty_in_list_error(
         return None
     if cut_date:
         parts.append(f"`LastUpdateTime` >= {sql_literal(cut_date)}")
-    near = (" AND ".join(parts) + tail)[failed_at:][:_NEAR_CHARS]
+    near = " AND ".join(parts)[failed_at:][:_NEAR_CHARS]
     return mysql_error(
         1064,
         "You have an error in your SQL syntax; check the manual that corresponds to your "
