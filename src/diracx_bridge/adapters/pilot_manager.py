@@ -422,7 +422,7 @@ class PilotManagerAdapter(LegacyAuthorization):
                 self._unserved(f"the condition on {name!r} names no column")
             if not all(_IDENTIFIER.match(part) for part in name.replace("`", "").split(".")):
                 raise errors.LegacyRefusal("Server error while serving selectPilots: Invalid condDict argument")
-        syntax_error = empty_in_list_error(cond, tail=" ")
+        syntax_error = empty_in_list_error(cond)  # (MariaDB quotes the statement without its trailing space)
         if syntax_error is not None:
             raise syntax_error
         search: list[dict[str, Any]] = []
@@ -477,7 +477,7 @@ class PilotManagerAdapter(LegacyAuthorization):
             return _second_string(moment)
         return str(value)
 
-    @adapted(uses=[PILOTS_SUMMARY])
+    @adapted(uses=[PILOTS_SUMMARY, PILOTS_SEARCH])
     def getPilotSummary(self, startdate: Any = "", enddate: Any = "") -> dict[str, dict[str, int]]:
         search: list[dict[str, Any]] = []
         if startdate:
@@ -497,13 +497,7 @@ class PilotManagerAdapter(LegacyAuthorization):
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)  # UTC_TIMESTAMP()
         by_state = self._summary(["DestinationSite", "Status"], search)
         aborted = {
-            key: self._summary(
-                ["DestinationSite"],
-                [
-                    {"parameter": "Status", "operator": "eq", "value": "Aborted"},
-                    {"parameter": "LastUpdateTime", "operator": "gt", "value": _at_least(now - since)},
-                ],
-            )
+            key: self._first_aborted_since(now - since)
             for key, since in (("Aborted_Hour", dt.timedelta(hours=1)), ("Aborted_Day", dt.timedelta(days=1)))
         }
         # As PilotAgentsDB.getPilotSummary: one query per state, sites in GROUP BY order, empty sites left out.
@@ -518,12 +512,43 @@ class PilotManagerAdapter(LegacyAuthorization):
             for site, count in sorted(counts[state], key=lambda sc: _folded(sc[0])):
                 summary.setdefault(site, {})[state] = summary.get(site, {}).get(state, 0) + count
                 summary["Total"][state] += count
-        for key, rows in aborted.items():
-            for row in rows:
-                site = row.get("DestinationSite")
-                if site and site in summary and site != "Total":
-                    summary[site][key] = int(row["count"])
+        for key, (site, count) in aborted.items():
+            if site and site in summary and site != "Total":
+                summary[site][key] = count
         return summary
+
+    def _first_aborted_since(self, moment: dt.datetime) -> tuple[str | None, int]:
+        """What ``getPilotSummary``'s aborted query answers: (a site, the number of pilots aborted since ``moment``).
+
+        That query (``SELECT DestinationSite, count(DestinationSite) ... WHERE Status='Aborted' AND
+        LastUpdateTime >= ...``) has no ``GROUP BY``: MySQL answers one row, the count of every aborted
+        pilot with the site of the first row it reads (the lowest PilotID, through the Status index),
+        and the legacy service gives that count to that site. One search of one row says both: the
+        first pilot, and the total in its ``Content-Range``.
+        """
+        response = self.session.request(
+            "POST",
+            "/api/pilots/search",
+            params={"page": 1, "per_page": 1},
+            json={
+                "parameters": ["PilotID", "DestinationSite"],
+                "search": [
+                    {"parameter": "Status", "operator": "eq", "value": "Aborted"},
+                    {"parameter": "LastUpdateTime", "operator": "gt", "value": _at_least(moment)},
+                ],
+                "sort": [{"parameter": "PilotID", "direction": "asc"}],
+            },
+            idempotent=True,
+            action="getPilotSummary",
+            requires=_READ,
+        )
+        rows = response.json()
+        if not rows:
+            return None, 0
+        total = response.headers.get("Content-Range", "").rpartition("/")[2]
+        return rows[0].get("DestinationSite"), int(total) if response.status_code == 206 and total.isdigit() else len(
+            rows
+        )
 
     def _summary(self, grouping: list[str], search: list[dict[str, Any]]) -> list[dict[str, Any]]:
         response = self.session.request(

@@ -26,7 +26,7 @@ import pytest
 from core_test_helpers import URL, FakeDiracX, diracx_route, make_jwt, refresh_jwt
 from DIRACCommon.Core.Utilities import DErrno
 
-from diracx_bridge.adapters import _convert, _legacy_auth, pilot_manager
+from diracx_bridge.adapters import _legacy_auth, pilot_manager
 from diracx_bridge.adapters.pilot_manager import PILOT_STATES, PilotManagerAdapter, View
 from diracx_bridge.adapters.wms_administrator import WMSAdministratorAdapter
 from diracx_bridge.identity import Caller, CallerKind
@@ -590,7 +590,7 @@ def test_unknown_column_is_mysqls_error(make: Make, diracx: FakeDiracX) -> None:
 
 def test_an_empty_list_is_mysqls_syntax_error(make: Make, diracx: FakeDiracX) -> None:
     message = refused(make().selectPilots({"Status": [], "Colour": "x"}), code=DErrno.EMYSQL)
-    assert "near ') AND `Colour` = 'x' ' at line 1" in message  # the statement's own trailing space
+    assert "near ') AND `Colour` = 'x'' at line 1" in message  # as MariaDB quotes it (without the trailing space)
     assert data_requests(diracx) == []
 
 
@@ -654,11 +654,24 @@ def test_summary_has_the_legacy_shape(make: Make, pilots: FakePilots, diracx: Fa
     summary = ok(make().getPilotSummary())
     assert summary["Total"] == {**dict.fromkeys(PILOT_STATES, 0), "Running": 2, "Aborted": 3}
     assert list(summary["Total"]) == list(PILOT_STATES)
+    # The legacy aborted query has no GROUP BY: every aborted pilot of the window, counted for the
+    # site of the first one (lowest PilotID).
     assert summary["ce1"] == {"Running": 1, "Aborted": 2, "Aborted_Hour": 1, "Aborted_Day": 2}
     assert summary["ce2"] == {"Running": 1, "Aborted": 1}
     assert list(summary) == ["Total", "ce1", "ce2"]  # states in PILOT_STATES order, sites in GROUP BY order
-    groupings = [b["grouping"] for b in sent(diracx, SUMMARY)]
-    assert groupings == [["DestinationSite", "Status"], ["DestinationSite"], ["DestinationSite"]]
+    assert [b["grouping"] for b in sent(diracx, SUMMARY)] == [["DestinationSite", "Status"]]
+    firsts = diracx.requests_to(SEARCH)
+    assert [s.params["per_page"] for s in firsts] == ["1", "1"]
+    assert [s.body["search"][0] for s in firsts] == [{"parameter": "Status", "operator": "eq", "value": "Aborted"}] * 2
+
+
+def test_aborted_counts_go_to_the_first_aborted_pilots_site(make: Make, pilots: FakePilots) -> None:
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+    for site in ("ce9", "ce1", "ce9"):
+        pilots.add(f"r-{site}", f"s{pilots.next_id}", DestinationSite=site, Status="Aborted", LastUpdateTime=_iso(now))
+    summary = ok(make().getPilotSummary())
+    assert summary["ce9"] == {"Aborted": 2, "Aborted_Hour": 3, "Aborted_Day": 3}
+    assert summary["ce1"] == {"Aborted": 1}
 
 
 def test_summary_with_nothing_is_total_zeros(make: Make, pilots: FakePilots) -> None:
@@ -962,12 +975,6 @@ def test_pilot_states_are_diracs() -> None:
     from DIRAC.WorkloadManagementSystem.Client.PilotStatus import PILOT_STATES as DIRAC_STATES
 
     assert list(PILOT_STATES) == DIRAC_STATES
-
-
-def test_empty_in_list_error_with_a_tail() -> None:
-    error = _convert.empty_in_list_error({"A": []}, tail=" ")
-    assert error is not None and "near ') ' at line 1" in error.message
-    assert "near ')' at line 1" in _convert.empty_in_list_error({"A": []}).message  # type: ignore[union-attr]
 
 
 def test_every_job_on_one_pilot_exhaustively(make: Make, pilots: FakePilots, diracx: FakeDiracX) -> None:
