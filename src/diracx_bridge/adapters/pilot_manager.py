@@ -30,6 +30,8 @@ legacy, DiracX having no host identities.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import math
 import re
 import threading
 from collections import Counter, OrderedDict
@@ -271,10 +273,9 @@ class PilotManagerAdapter(LegacyAuthorization):
 
         DiracX maps jobs to pilots only by stamp (the job search's ``PilotStamp`` pseudo-parameter)
         and pilots to jobs by job (the pilot search's ``JobID``). One search gives every job of
-        these pilots; then, with the pilots numbered 0..n-1, two searches per bit of that number
-        (the jobs of the pilots whose bit is 1, of those whose bit is 0) give each job the number of
-        the one pilot that ran it: 2 + 2*log2(n) requests for n pilots instead of n. A job that ran
-        on several of these pilots (rescheduled) shows both bits somewhere and is asked alone.
+        these pilots (none: done), one checks that their stamps are theirs alone, then about
+        log2(n) + 2 searches pair each job with the one pilot that ran it (:meth:`_pair`), instead
+        of one search per pilot. A job that ran on several of these pilots (rescheduled) is asked alone.
         """
         if not rows:
             return {}
@@ -317,26 +318,36 @@ class PilotManagerAdapter(LegacyAuthorization):
         return by_stamp, spelled
 
     def _pair(self, stamps: list[str], candidates: set[int], action: str) -> dict[str, set[int]]:
-        """stamp -> the candidate jobs its pilot ran (each stamp that of exactly one pilot)."""
+        """stamp -> the candidate jobs its pilot ran (each stamp that of exactly one pilot).
+
+        Each pilot gets a code: ``weight`` of ``length`` bits (a constant-weight code, the shortest
+        with enough codes). One job search per bit (the jobs of the pilots whose code has it) gives
+        each job the set of bits it was found under: a job one pilot ran shows exactly that pilot's
+        code; a job several of them ran shows more than ``weight`` bits (distinct codes of equal
+        weight never cover one another) and is asked alone.
+        """
         if len(stamps) == 1:
             return {stamps[0]: candidates}
+        codes, length = _codes(len(stamps))
+        pilot_of = {code: stamp for code, stamp in zip(codes, stamps, strict=True)}
+        seen: dict[int, set[int]] = {job: set() for job in candidates}
+        for bit in range(length):
+            with_bit = [stamp for code, stamp in zip(codes, stamps, strict=True) if bit in code]
+            for job in self._job_ids(with_bit, action) if with_bit else ():
+                seen.setdefault(job, set()).add(bit)
         found: dict[str, set[int]] = {stamp: set() for stamp in stamps}
         folded = {_folded(stamp): stamp for stamp in stamps}
-        ones: list[set[int]] = []
-        zeros: list[set[int]] = []
-        for bit in range((len(stamps) - 1).bit_length()):
-            ones.append(self._job_ids([s for i, s in enumerate(stamps) if i >> bit & 1], action))
-            zeros.append(self._job_ids([s for i, s in enumerate(stamps) if not i >> bit & 1], action))
         for job in sorted(candidates):
-            index = _decode(job, ones, zeros)
-            if index is not None and index < len(stamps):
-                found[stamps[index]].add(job)
+            stamp = pilot_of.get(frozenset(seen[job]))
+            if stamp is not None:
+                found[stamp].add(job)
                 continue
+            # Several of these pilots ran it (or the mapping changed meanwhile): ask for it alone.
             ran_it = self._pilots([{"parameter": "JobID", "operator": "eq", "value": job}], ["PilotStamp"], action)
             for holder in ran_it:
-                stamp = folded.get(_folded(holder.get("PilotStamp") or ""))
-                if stamp is not None:
-                    found[stamp].add(job)
+                holder_stamp = folded.get(_folded(holder.get("PilotStamp") or ""))
+                if holder_stamp is not None:
+                    found[holder_stamp].add(job)
         return found
 
     def _info(self, rows: list[dict[str, Any]], view: View, action: str) -> dict[str, dict[str, Any]]:
@@ -740,16 +751,13 @@ def _only_vo(search: Iterable[dict[str, Any]], vo: str) -> bool:
     return False
 
 
-def _decode(job: int, ones: list[set[int]], zeros: list[set[int]]) -> int | None:
-    """The number of the one pilot that ran ``job``, from which bit-searches found it; None if several did."""
-    index = 0
-    for bit, (one, zero) in enumerate(zip(ones, zeros, strict=True)):
-        in_one, in_zero = job in one, job in zero
-        if in_one == in_zero:
-            return None  # both: several pilots; neither: the mapping changed meanwhile
-        if in_one:
-            index |= 1 << bit
-    return index
+def _codes(count: int) -> tuple[list[frozenset[int]], int]:
+    """``count`` distinct codes of ``length // 2`` bits out of ``length``, the shortest length that has enough."""
+    length = 1
+    while math.comb(length, length // 2) < count:
+        length += 1
+    codes = [frozenset(c) for c in itertools.islice(itertools.combinations(range(length), length // 2), count)]
+    return codes, length
 
 
 def _legacy_value(column: str, value: Any) -> Any:

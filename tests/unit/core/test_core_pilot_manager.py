@@ -13,6 +13,7 @@ import datetime as dt
 import errno
 import itertools
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -470,8 +471,9 @@ def test_jobs_are_paired_with_their_pilots_in_logarithmic_requests(
     assert {ref: info["Jobs"] for ref, info in answer.items() if "Jobs" in info} == {
         ref: sorted(jobs) for ref, jobs in expected.items()
     }
-    # 1 pilot search + 1 job search + 1 stamp check + 2 per bit of 40 (6 bits) + the job on two pilots.
-    assert len(diracx.requests_to(JOBS)) == 1 + 2 * 6
+    # 1 pilot search + 1 job search + 1 stamp check + 1 job search per code bit (8 for 40 pilots: C(8, 4) = 70)
+    # + the job that ran on two pilots, asked alone.
+    assert len(diracx.requests_to(JOBS)) == 1 + 8
     assert len(diracx.requests_to(SEARCH)) == 1 + 1 + 1
 
 
@@ -509,11 +511,11 @@ def test_jobs_of_owners_diracx_hides_are_not_left_out_silently(
     assert "GlobalJobsInfo = False" in refused(make().getPilotInfo("a"), code=errno.ENOTSUP)
 
 
-def test_decode_finds_the_one_pilot_or_none() -> None:
-    ones, zeros = [{1, 2}, {1}], [{2, 3}, {2}]
-    assert pilot_manager._decode(1, ones, zeros) == 3
-    assert pilot_manager._decode(2, ones, zeros) is None  # in bit 0's "one" and "zero" sets: two pilots
-    assert pilot_manager._decode(4, ones, zeros) is None  # in neither: the mapping changed meanwhile
+@pytest.mark.parametrize("count", [2, 3, 7, 40, 1000, 5000])
+def test_codes_are_distinct_of_one_weight_and_short(count: int) -> None:
+    codes, length = pilot_manager._codes(count)
+    assert len(set(codes)) == count and {len(c) for c in codes} == {length // 2}
+    assert math.comb(length - 1, (length - 1) // 2) < count <= math.comb(length, length // 2)
 
 
 # =============================================================================================
@@ -977,17 +979,19 @@ def test_pilot_states_are_diracs() -> None:
     assert list(PILOT_STATES) == DIRAC_STATES
 
 
-def test_every_job_on_one_pilot_exhaustively(make: Make, pilots: FakePilots, diracx: FakeDiracX) -> None:
-    """Every assignment of 3 jobs to 3 pilots (including none and several): always the mapping itself."""
-    for assignment in itertools.product(range(4), repeat=3):
+def test_every_pairing_of_three_jobs_and_three_pilots(make: Make, pilots: FakePilots) -> None:
+    """Each of 3 jobs run by any subset of 3 pilots (none, one, several): always the mapping itself."""
+    adapter = make()
+    subsets = [frozenset(s) for n in range(4) for s in itertools.combinations(range(3), n)]
+    for assignment in itertools.product(subsets, repeat=3):
         pilots.rows.clear()
         pilots.mapping.clear()
         pilots.jobs.clear()
         pilots.next_id = 1
         rows = [pilots.add(f"r{i}", f"s{i}") for i in range(3)]
-        for job, owner in enumerate(assignment, start=100):
-            if owner < 3:
+        for job, ran_it in enumerate(assignment, start=100):
+            for owner in sorted(ran_it):
                 pilots.run(rows[owner]["PilotID"], job)
-        answer = ok(make().getPilotInfo(["r0", "r1", "r2"]))
-        expected = {f"r{i}": [100 + j for j, o in enumerate(assignment) if o == i] for i in range(3)}
+        answer = ok(adapter.getPilotInfo(["r0", "r1", "r2"]))
+        expected = {f"r{i}": [100 + j for j, ran_it in enumerate(assignment) if i in ran_it] for i in range(3)}
         assert {r: info.get("Jobs", []) for r, info in answer.items()} == expected, assignment
