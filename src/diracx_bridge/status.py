@@ -64,26 +64,10 @@ def run(args: argparse.Namespace) -> int:
     if caller.problem:
         print(f"  ({caller.problem})")
 
+    properties = _properties(caller)
     print("\nservice routes:")
     for name in _services():
-        route = routing.decide(name, kwargs, caller=caller)
-        svc = cs.service_settings(name, read)
-        where = "DiracX" if route.use_diracx else "legacy"
-        cls = registry().adapters.get(name)
-        adapter = "no adapter" if cls is None else f"adapter {cls.__module__}.{cls.__name__}"
-        not_served = sorted(cls.not_served()) if cls is not None else []
-        if not_served:
-            adapter += f"; not served by {capabilities.NAME}: {', '.join(not_served)}"
-        extras = [adapter]
-        if svc.legacy_fallback:
-            extras.append("LegacyFallback")
-        if svc.vos is not None:
-            extras.append(f"VOs: {', '.join(sorted(svc.vos)) or 'none'}")
-        if svc.shadow_rate > 0 and not route.use_diracx:
-            shadowed = routing.shadow_route(name, route, kwargs) is not None
-            vos = f" of {', '.join(sorted(svc.shadow_vos))}" if svc.shadow_vos is not None else ""
-            extras.append(f"shadow {svc.shadow_rate:.2%}{vos} ({'this caller is' if shadowed else 'not this caller'})")
-        print(f"  {name:<40} -> {where:<6}  ({route.reason}; {'; '.join(extras)})")
+        print("\n".join(_service_report(name, kwargs, caller, properties, read)))
 
     for problem in registry().problems:
         print(f"  adapter problem: {problem}")
@@ -94,6 +78,42 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         return _check(bridge)
     return 0
+
+
+def _service_report(
+    name: str, kwargs: dict[str, Any], caller: Any, properties: list[str], read: cs.OptionReader
+) -> list[str]:
+    """The route ``name`` takes for ``caller`` and why, then what its adapter says of such a caller."""
+    route = routing.decide(name, kwargs, caller=caller)
+    svc = cs.service_settings(name, read)
+    where = "DiracX" if route.use_diracx else "legacy"
+    cls = registry().adapters.get(name)
+    adapter = "no adapter" if cls is None else f"adapter {cls.__module__}.{cls.__name__}"
+    not_served = sorted(cls.not_served()) if cls is not None else []
+    if not_served:
+        adapter += f"; not served by {capabilities.NAME}: {', '.join(not_served)}"
+    extras = [adapter]
+    if svc.legacy_fallback:
+        extras.append("LegacyFallback")
+    if svc.vos is not None:
+        extras.append(f"VOs: {', '.join(sorted(svc.vos)) or 'none'}")
+    if svc.shadow_rate > 0 and not route.use_diracx:
+        shadowed = routing.shadow_route(name, route, kwargs) is not None
+        vos = f" of {', '.join(sorted(svc.shadow_vos))}" if svc.shadow_vos is not None else ""
+        extras.append(f"shadow {svc.shadow_rate:.2%}{vos} ({'this caller is' if shadowed else 'not this caller'})")
+    lines = [f"  {name:<40} -> {where:<6}  ({route.reason}; {'; '.join(extras)})"]
+    if cls is not None and route.switched_on:
+        lines += [f"      - {note}" for note in cls.caller_notes(caller, properties)]
+    return lines
+
+
+def _properties(caller: Any) -> list[str]:
+    """The properties of the caller's DIRAC group (what the adapters' notes for the caller depend on)."""
+    if not caller.group:
+        return []
+    from DIRAC.ConfigurationSystem.Client.Helpers import Registry
+
+    return list(Registry.getPropertiesForGroup(caller.group, []))
 
 
 def _check(bridge: cs.BridgeSettings) -> int:

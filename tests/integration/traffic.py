@@ -22,6 +22,10 @@ from diracx_bridge.testing.access_log import BRIDGE_UA, AccessLogEntry
 from diracx_bridge.testing.grid import Grid
 
 LEGACY_CALL = re.compile(r"Executing action \([^)]*\)\[(?P<group>[^:\]]+):(?P<user>[^\]]+)\] RPC/(?P<method>\w+)\(")
+#: DIRAC's ``Service`` refusing a caller its Authorization rules do not allow (the method never runs).
+LEGACY_REFUSED = re.compile(
+    r"Unauthorized query to [\w/]+:RPC/(?P<method>\w+) by \[(?P<user>[^:\]]+):(?P<group>[^\]]+)\]"
+)
 SEARCH = ("POST", "/api/jobs/search")
 #: Every method of DIRAC 9.1's JobMonitoring service (served by DiracX or not).
 JOB_MONITORING_METHODS = frozenset(
@@ -50,6 +54,8 @@ class Traffic:
 
     diracx: list[AccessLogEntry] = field(default_factory=list)
     legacy: list[LegacyCall] = field(default_factory=list)
+    #: Calls a legacy service refused by its Authorization rules (logged instead of "Executing action").
+    legacy_refused: list[LegacyCall] = field(default_factory=list)
 
     def from_bridge(self, method: str | None = None, path: str | None = None) -> list[AccessLogEntry]:
         """DiracX requests sent by the bridge's session (optionally on one route)."""
@@ -88,13 +94,13 @@ class _ServiceLogs:
     def mark(self) -> dict[Path, int]:
         return {p: p.stat().st_size for p in self.paths}
 
-    def since(self, mark: dict[Path, int]) -> list[LegacyCall]:
+    def since(self, mark: dict[Path, int], pattern: re.Pattern[str] = LEGACY_CALL) -> list[LegacyCall]:
         calls = []
         for path, offset in mark.items():
             with path.open("rb") as log:
                 log.seek(offset)
                 text = log.read().decode(errors="replace")
-            calls += [LegacyCall(path.name, *m.group("group", "user", "method")) for m in LEGACY_CALL.finditer(text)]
+            calls += [LegacyCall(path.name, *m.group("group", "user", "method")) for m in pattern.finditer(text)]
         return calls
 
 
@@ -110,3 +116,4 @@ def observe(grid: Grid) -> Iterator[Traffic]:
     finally:
         traffic.diracx = access.since(access_mark)
         traffic.legacy = services.since(service_mark)
+        traffic.legacy_refused = services.since(service_mark, LEGACY_REFUSED)

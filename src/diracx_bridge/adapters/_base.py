@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn, TypeVar, overload
 
@@ -195,6 +195,14 @@ class Adapter:
         """Legacy methods with no DiracX equivalent, and why (for ``status`` and the docs)."""
         served = cls.served()
         return {name: cls.NOT_SERVED.get(name, "") for name in sorted(cls.legacy_types()) if name not in served}
+
+    @classmethod
+    def caller_notes(cls, caller: Caller, properties: Collection[str]) -> list[str]:
+        """What this adapter serves, or not, for such a caller (its DIRAC group's properties): for ``status``.
+
+        For an adapter whose answers depend on who asks (DiracX scoping by VO, refusing an identity).
+        """
+        return []
 
     # --- DISET's behaviour --------------------------------------------------------------------------
 

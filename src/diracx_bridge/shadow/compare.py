@@ -3,7 +3,7 @@
 Two ``S_OK``/``S_ERROR`` answers are the same when they are equal *and* of the same types all the
 way down (``1 == 1.0`` and ``True == 1`` in Python, not on the wire), ignoring what is local to a
 process (``CallStack``, ``ExecInfo``). The documented differences (README, "Known differences")
-are the only exceptions, stated here once (:data:`ORDER_FREE`).
+are the only exceptions, stated here once (:data:`ORDER_FREE`, :data:`NESTED_ORDER_FREE`).
 
 :func:`compare` says where the first difference is and of what kind, in words an administrator
 can group (:attr:`Comparison.cause`), and shows values only where they identify the case without
@@ -21,7 +21,9 @@ from diracx_bridge.errors import redact
 #: Keys of an answer that are local to the process that made it.
 PROCESS_LOCAL = frozenset({"CallStack", "ExecInfo"})
 #: Methods whose list ``Value`` has no defined order in legacy (MySQL without ORDER BY).
-ORDER_FREE = frozenset({"getJobs"})
+ORDER_FREE = frozenset({"getJobs", "selectPilots"})
+#: Methods whose ``Value`` maps keys to dicts holding such a list, under this key (PilotManager's ``Jobs``).
+NESTED_ORDER_FREE = {"getPilotInfo": "Jobs", "getPilots": "Jobs"}
 #: Keys whose values may be shown in a record (job states, not payload): they name the case.
 SHOWN_KEYS = frozenset({"OK", "Errno", "Status", "MinorStatus", "ApplicationStatus", "Site", "JobType", "VO"})
 _SHOWN_CHARS = 60
@@ -60,12 +62,23 @@ def compare(legacy: Mapping[str, Any], adapted: Mapping[str, Any], method: str =
     ):
         left = {**left, "Value": sorted(left["Value"], key=repr)}
         right = {**right, "Value": sorted(right["Value"], key=repr)}
+    nested = NESTED_ORDER_FREE.get(method)
+    if nested and left.get("OK") and isinstance(left.get("Value"), dict) and isinstance(right.get("Value"), dict):
+        left = {**left, "Value": _nested_sorted(left["Value"], nested)}
+        right = {**right, "Value": _nested_sorted(right["Value"], nested)}
     difference = _first_difference(left, right, "")
     if difference is None:
         return Comparison(True)
     if not left.get("OK") and difference.path.startswith(("Message", "Errno")):
         return Comparison(False, "error-text", difference.path, difference.legacy, difference.adapted)
     return difference
+
+
+def _nested_sorted(value: dict[Any, Any], key: str) -> dict[Any, Any]:
+    return {
+        k: {**v, key: sorted(v[key], key=repr)} if isinstance(v, dict) and isinstance(v.get(key), list) else v
+        for k, v in value.items()
+    }
 
 
 def _shown(key: Any, value: Any) -> str:

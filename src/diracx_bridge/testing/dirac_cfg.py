@@ -68,8 +68,12 @@ SERVICES = (
     ("WorkloadManagement", "JobStateUpdate"),
     ("WorkloadManagement", "SandboxStore"),
     ("WorkloadManagement", "OptimizationMind"),
+    ("WorkloadManagement", "PilotManager"),
+    ("WorkloadManagement", "WMSAdministrator"),
     ("ResourceStatus", "ResourceStatus"),
 )
+#: A computing element of the grid's site: PilotManager derives a pilot's GridSite from it.
+CE = "ce.ci.example.org"
 
 
 @dataclass
@@ -250,6 +254,31 @@ Systems
           Default = authenticated
         }
       }
+      PilotManager
+      {
+        Port = $port_WorkloadManagement_PilotManager
+        Authorization
+        {
+          # DIRAC's ConfigTemplate: Operators, and pilots setting their status...
+          Default = Operator
+          setPilotStatus = Operator, Pilot, GenericPilot
+          # ...plus what installations with pilots started in the vacuum add for
+          # dirac-admin-add-pilot, and users looking up the pilots of their jobs
+          addPilotReferences = Operator, GenericPilot
+          getPilotInfo = authenticated
+          getPilots = authenticated
+        }
+      }
+      WMSAdministrator
+      {
+        Port = $port_WorkloadManagement_WMSAdministrator
+        Authorization
+        {
+          # DIRAC's ConfigTemplate
+          Default = Operator
+          getJobPilotOutput = authenticated
+        }
+      }
       OptimizationMind
       {
         Port = $port_WorkloadManagement_OptimizationMind
@@ -278,6 +307,8 @@ Systems
       JobStateUpdate = dips://localhost:$port_WorkloadManagement_JobStateUpdate/WorkloadManagement/JobStateUpdate
       SandboxStore = dips://localhost:$port_WorkloadManagement_SandboxStore/WorkloadManagement/SandboxStore
       OptimizationMind = dips://localhost:$port_WorkloadManagement_OptimizationMind/WorkloadManagement/OptimizationMind
+      PilotManager = dips://localhost:$port_WorkloadManagement_PilotManager/WorkloadManagement/PilotManager
+      WMSAdministrator = dips://localhost:$port_WorkloadManagement_WMSAdministrator/WorkloadManagement/WMSAdministrator
     }
     Executors
     {
@@ -355,9 +386,13 @@ Resources
       {
         Name = CI
         SE = ProductionSandboxSE
-        # an (empty) CEs section, otherwise dirac-rss-sync inserts junk CE rows
+        # a CEs section (even empty), otherwise dirac-rss-sync inserts junk CE rows
         CEs
         {
+          $ce
+          {
+            CEType = HTCondorCE
+          }
         }
       }
     }
@@ -399,6 +434,7 @@ def render(params: DiracCfgParams) -> str:
         diracx_url=params.diracx_url,
         legacy_key=params.legacy_key,
         host_dn=params.host_dn,
+        ce=CE,
         host_properties=", ".join(HOST_PROPERTIES),
         mysql_port=params.mysql_port,
         opensearch_port=params.opensearch_port,
