@@ -10,13 +10,13 @@ the whole CS for one option it does not model, this module gives a precise error
 rest over and lists what it left out. The only deliberate difference on inputs diracx accepts is
 ``/Resources/Computing/OSCompatibility`` (see :func:`validate.validate`).
 
-Both the file path and the live path hand a ``diraccfg.CFG`` to :func:`convert`.
+Both the file path and the live path hand the tree of :mod:`.cfg_parser` (``CFG.getAsDict()``'s
+shape) to :func:`convert`, which never modifies it.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +26,14 @@ from diracx_bridge.cs_sync.errors import InvalidCSError, Problem
 from diracx_bridge.cs_sync.paths import Provenance, csync_path, join
 from diracx_bridge.cs_sync.report import Kind, Report
 from diracx_bridge.cs_sync.schema import Pruner
-from diracx_bridge.cs_sync.validate import check_as_served, diracx_config_class, dump_yaml, validate
+from diracx_bridge.cs_sync.validate import ValidatedVOs, Validation, check_as_served, diracx_config_class, validate
+from diracx_bridge.cs_sync.yamlio import dump_yaml
 
 if TYPE_CHECKING:
     from diraccfg import CFG
     from pydantic import BaseModel
+
+    from diracx_bridge.cs_sync.cfg_parser import ParseNote
 
 #: /DIRAC options that only make sense to DIPS services and clients, with the reason diracx drops them.
 _DIRAC_DIPS_ONLY = {
@@ -71,6 +74,8 @@ class Conversion:
     text: str
     report: Report
     provenance: Provenance = field(repr=False)
+    #: Which VOs were validated, which were unchanged since the last export (and their fingerprints).
+    validation: Validation | None = field(default=None, repr=False)
 
     @property
     def vos(self) -> list[str]:
@@ -84,16 +89,26 @@ class Conversion:
         return len(registry), users, groups
 
 
-def convert(cfg: CFG | Mapping[str, Any], config_class: type[BaseModel] | None = None) -> Conversion:
+def convert(
+    cfg: CFG | Mapping[str, Any],
+    config_class: type[BaseModel] | None = None,
+    *,
+    known: ValidatedVOs | None = None,
+    notes: Iterable[ParseNote] = (),
+) -> Conversion:
     """Convert, validate and serialise a legacy CS; raise :class:`InvalidCSError` if it cannot be exported.
 
-    ``cfg`` is a ``diraccfg.CFG`` (a file, or the live CS) or the dict of ``CFG.getAsDict()``;
-    it is not modified.
+    ``cfg`` is the tree of a CS (:func:`cfg_parser.parse`, or ``CFG.getAsDict()``) or a
+    ``diraccfg.CFG``; it is not modified. ``known``: the registries validated at the last export,
+    reused for the VOs whose legacy data did not change. ``notes``: what the CS file's parser
+    saw DIRAC lose (reported as warnings).
     """
-    legacy = copy.deepcopy(dict(cfg)) if isinstance(cfg, Mapping) else cfg.getAsDict()
+    legacy = dict(cfg) if isinstance(cfg, Mapping) else cfg.getAsDict()
     config_class = config_class or diracx_config_class()
     report = Report()
     provenance = Provenance()
+    for note in notes:
+        report.add(note.path, f"{note.message} (line {note.line} of the CS file)", Kind.WARNING)
 
     diracx_section = legacy.pop("DiracX", None)
     if not isinstance(diracx_section, dict):
@@ -118,11 +133,11 @@ def convert(cfg: CFG | Mapping[str, Any], config_class: type[BaseModel] | None =
     raw["Registry"] = RegistryBuilder(registry, vos, report, provenance).build()
     raw.update(legacy)
 
-    Pruner(report, provenance).prune(raw, config_class)
-    config = validate(raw, provenance, config_class)
-    check_as_served(config, provenance, config_class)
-    text = dump_yaml(config)
-    return Conversion(config=config, text=text, report=report, provenance=provenance)
+    pruned = Pruner(report, provenance).prune(raw, config_class)
+    validation = validate(pruned, provenance, config_class, known)
+    check_as_served(validation.config, provenance, config_class)
+    text = dump_yaml(validation.config)
+    return Conversion(config=validation.config, text=text, report=report, provenance=provenance, validation=validation)
 
 
 def read_vo_settings(diracx_section: Mapping[str, Any], report: Report) -> list[VOSettings]:
@@ -216,6 +231,7 @@ def _clean_dirac(dirac: Any, report: Report) -> dict[str, Any]:
     if not isinstance(dirac, dict):
         report.add("/DIRAC", "missing: exported as an empty DIRAC section", Kind.ADJUSTED)
         return {}
+    dirac = dict(dirac)
     for key, reason in _DIRAC_DIPS_ONLY.items():
         if key in dirac:
             value = dirac.pop(key)
