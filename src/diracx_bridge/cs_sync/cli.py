@@ -133,7 +133,7 @@ def render(result: SyncResult | Unchanged, repository: ConfigRepository) -> str:
             [
                 f"cs-sync: {result.source} -> {repository.path} (branch {repository.branch})",
                 f"No change: {repository.branch} (commit {result.commit[:12]}) already holds the export of this CS "
-                f"({result.source_id}); nothing was read beyond its version. The report of that export:",
+                f"({result.source_id}); nothing was parsed. The report of that export:",
                 result.report or "  (none recorded)",
             ]
         )

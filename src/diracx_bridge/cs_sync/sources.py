@@ -140,7 +140,14 @@ class LiveSource:
 
     The remote CS only: the local ``dirac.cfg`` of the machine running cs-sync (its
     ``LocalSite``, its credentials settings) must not leak into DiracX's configuration, which is
-    what ``gConfig``'s merged view would do.
+    what ``gConfig``'s merged view would do. The servers are asked as DIRAC's own refresher asks
+    them (by the URLs of ``/DIRAC/Configuration/Servers``), the master first
+    (``/DIRAC/Configuration/MasterServer``): it has the newest version.
+
+    A server that does not answer (stopped, unreachable, refusing the credentials) is a
+    :class:`SourceError` naming each URL tried and DIRAC's reason; nothing is exported from a
+    CS that did not arrive whole (the CS is one compressed message: a cut transfer does not
+    decompress).
     """
 
     description = "the live CS (Configuration/Server)"
@@ -149,15 +156,14 @@ class LiveSource:
 
     def __init__(self, client_factory: Callable[[], Any] | None = None) -> None:
         self._client_factory = client_factory
-        self._client: Any = None
-        self._servers = ""
+        self._clients: list[tuple[str, Any]] = []
 
-    def _connect(self) -> Any:
-        if self._client is not None:
-            return self._client
+    def _connect(self) -> list[tuple[str, Any]]:
+        if self._clients:
+            return self._clients
         if self._client_factory is not None:
-            self._client = self._client_factory()
-            return self._client
+            self._clients = [("", self._client_factory())]
+            return self._clients
         import DIRAC
         from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
         from DIRAC.Core.Utilities.exceptions import DIRACInitError
@@ -166,24 +172,31 @@ class LiveSource:
             DIRAC.initialize(require_auth=False)
         except DIRACInitError as exc:
             raise SourceError(f"DIRAC could not be initialised: {exc}") from exc
-        if not gConfigurationData.getServers():
+        servers = gConfigurationData.getServers()
+        if not servers:
             raise SourceError(
                 "no Configuration Server in /DIRAC/Configuration/Servers: this installation reads its CS from "
                 "files, so give the CS file path instead of --live"
             )
         from DIRAC.ConfigurationSystem.Client.ConfigurationClient import ConfigurationClient
 
-        self._servers = ", ".join(gConfigurationData.getServers())
-        self._client = ConfigurationClient()
-        return self._client
+        master = gConfigurationData.extractOptionFromCFG("/DIRAC/Configuration/MasterServer")
+        urls = [master] if master else []
+        urls += [url for url in servers if url != master]
+        self._clients = [(url, ConfigurationClient(url=url)) for url in urls]
+        return self._clients
 
     def fetch(self, known_version: str | None = None) -> Snapshot | None:
-        result = self._connect().getCompressedDataIfNewer(known_version or "0")
-        if not result.get("OK"):
-            where = f" ({self._servers})" if self._servers else ""
+        failures: list[str] = []
+        for url, client in self._connect():
+            result = client.getCompressedDataIfNewer(known_version or "0")
+            if result.get("OK"):
+                break
+            failures.append(f"{url}: {result.get('Message')}" if url else str(result.get("Message")))
+        else:
             raise SourceError(
-                f"the Configuration Server{where} did not send the CS: {result.get('Message')}. Check that it "
-                "runs, /DIRAC/Configuration/Servers, and the credentials cs-sync runs with (a proxy, or the host "
+                f"the Configuration Server did not send the CS ({'; '.join(failures)}). Check that it runs, "
+                "/DIRAC/Configuration/Servers, and the credentials cs-sync runs with (a proxy, or the host "
                 "certificate: /DIRAC/Security/UseServerCertificate = yes in the local dirac.cfg)"
             )
         value = result["Value"]
