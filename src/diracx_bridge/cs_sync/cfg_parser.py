@@ -31,11 +31,14 @@ reads them.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CFGSyntaxError", "ParseNote", "ParsedCFG", "parse"]
+__all__ = ["CFGSyntaxError", "ParseNote", "ParsedCFG", "parse", "without_cycle_collection"]
 
 Tree = dict[str, Any]  # values: str (an option) or Tree (a section)
 
@@ -288,9 +291,28 @@ def _diraccfg_order(tree: Tree) -> Tree:
     }
 
 
+@contextlib.contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """Pause Python's cycle collector while a CS (or its conversion) is built.
+
+    A CS and what cs-sync makes of it are trees of hundreds of thousands of dicts, lists and
+    strings, freed by reference counting. The cycle collector, triggered by allocations, walks
+    all of them again at each full collection and finds nothing: 30% of the time of a
+    100,000-user export, growing faster than the CS. Peak memory is the same without it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def parse(data: str) -> ParsedCFG:
     """The tree of ``diraccfg.CFG().loadFromBuffer(data).getAsDict()``, in linear time.
 
     Raises :class:`CFGSyntaxError` exactly where diraccfg raises.
     """
-    return _Parser().feed(data)
+    with without_cycle_collection():
+        return _Parser().feed(data)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from diracx_bridge.capabilities import NAME, RELEASE
+from diracx_bridge.cs_sync.cfg_parser import without_cycle_collection
 from diracx_bridge.cs_sync.consistency import check_disabled_vos
 from diracx_bridge.cs_sync.errors import InvalidCSError, Problem
 from diracx_bridge.cs_sync.paths import Provenance, csync_path, join
@@ -103,6 +104,16 @@ def convert(
     reused for the VOs whose legacy data did not change. ``notes``: what the CS file's parser
     saw DIRAC lose (reported as warnings).
     """
+    with without_cycle_collection():
+        return _convert(cfg, config_class, known, notes)
+
+
+def _convert(
+    cfg: CFG | Mapping[str, Any],
+    config_class: type[BaseModel] | None,
+    known: ValidatedVOs | None,
+    notes: Iterable[ParseNote],
+) -> Conversion:
     legacy = dict(cfg) if isinstance(cfg, Mapping) else cfg.getAsDict()
     config_class = config_class or diracx_config_class()
     report = Report()
@@ -249,6 +260,7 @@ class RegistryBuilder:
         self.report = report
         self.provenance = provenance
         self.users = self._sections("Users")
+        self._user_order = {nickname: index for index, nickname in enumerate(self.users)}
         self.groups = self._sections("Groups")
         self.vo_sections = self._sections("VO")
         self.synced = {vo.name for vo in vos}
@@ -317,10 +329,15 @@ class RegistryBuilder:
         return members
 
     def _vo_users(self, vo: VOSettings, members: dict[str, list[str]], users: dict[str, Any]) -> None:
-        """Users of the VO's groups, keyed by subject; the last nickname wins a shared subject, as in diracx."""
+        """Users of the VO's groups, keyed by subject; the last nickname wins a shared subject, as in diracx.
+
+        The members are taken in the order of ``/Registry/Users`` (diracx's order, which decides
+        who wins a shared subject), without walking every user of the CS for every VO.
+        """
         owners: dict[str, str] = {}
-        for nickname, info in self.users.items():
-            if nickname not in members or not isinstance(info, dict):
+        for nickname in sorted((n for n in members if n in self.users), key=self._user_order.__getitem__):
+            info = self.users[nickname]
+            if not isinstance(info, dict):
                 continue
             subject = vo.subjects.get(nickname)
             if not subject:

@@ -259,3 +259,24 @@ def test_watch_does_not_parse_a_cs_master_holds(tmp_path, repository, request):
     assert outcome.last_exit_code == 0
     assert outcome.commits == []
     assert len(results) == 1 and isinstance(results[0], Unchanged)  # said once, not at every poll
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_cycle_collector_is_paused_only_during_the_work(enabled):
+    import gc
+
+    from diracx_bridge.cs_sync.errors import ValidationFailed
+
+    bad = minimal()
+    set_option(bad, "Registry/Users/alice/Email", "nope")
+    (gc.enable if enabled else gc.disable)()
+    try:
+        cfg_parser.parse(str(realistic()))
+        assert gc.isenabled() is enabled
+        convert(realistic())
+        assert gc.isenabled() is enabled
+        with pytest.raises(ValidationFailed):
+            convert(bad)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
