@@ -8,21 +8,40 @@ re-exported here, so that ``diracx_bridge.cs_sync.convert`` always names the mod
 
 from __future__ import annotations
 
-from diracx_bridge.cs_sync.convert import Conversion
-from diracx_bridge.cs_sync.errors import (
-    ConsistencyError,
-    CSSyncError,
-    InvalidCSError,
-    Problem,
-    RepositoryError,
-    SourceError,
-    ValidationFailed,
-)
-from diracx_bridge.cs_sync.export import ConfigRepository
-from diracx_bridge.cs_sync.report import Kind, Report, ReportEntry
-from diracx_bridge.cs_sync.sources import FileSource, LiveSource, Snapshot
-from diracx_bridge.cs_sync.sync import SyncResult, sync_once
-from diracx_bridge.cs_sync.watch import WatchOutcome
+import importlib
+from typing import Any
+
+#: Public names -> the module defining them, imported on first use: a run that finds the CS
+#: unchanged never imports the conversion (pydantic, DiracX's models).
+_EXPORTS = {
+    "Conversion": "convert",
+    "CSSyncError": "errors",
+    "ConsistencyError": "errors",
+    "InvalidCSError": "errors",
+    "Problem": "errors",
+    "RepositoryError": "errors",
+    "SourceError": "errors",
+    "ValidationFailed": "errors",
+    "ConfigRepository": "export",
+    "Kind": "report",
+    "Report": "report",
+    "ReportEntry": "report",
+    "FileSource": "sources",
+    "LiveSource": "sources",
+    "Snapshot": "sources",
+    "SyncResult": "sync",
+    "Unchanged": "sync",
+    "sync_once": "sync",
+    "WatchOutcome": "watch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "CSSyncError",
@@ -40,6 +59,7 @@ __all__ = [
     "Snapshot",
     "SourceError",
     "SyncResult",
+    "Unchanged",
     "ValidationFailed",
     "WatchOutcome",
     "sync_once",

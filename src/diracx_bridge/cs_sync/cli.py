@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from diracx_bridge.cs_sync.errors import (
     EXIT_INVALID_CS,
@@ -22,8 +22,11 @@ from diracx_bridge.cs_sync.errors import (
 )
 from diracx_bridge.cs_sync.export import ConfigRepository
 from diracx_bridge.cs_sync.sources import FileSource, LiveSource, Source
-from diracx_bridge.cs_sync.sync import SyncResult, sync_once
-from diracx_bridge.cs_sync.watch import watch
+
+if TYPE_CHECKING:
+    # The conversion (pydantic, DiracX's models) is imported only when a CS has to be converted:
+    # a run that finds nothing changed does not pay for it.
+    from diracx_bridge.cs_sync.sync import SyncResult, Unchanged
 
 DESCRIPTION = """\
 Export the legacy DIRAC CS into the git repository DiracX reads its configuration from
@@ -109,11 +112,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_once(source: Source, repository: ConfigRepository, dry_run: bool, out: TextIO, err: TextIO) -> int:
+    from diracx_bridge.cs_sync.sync import sync
+
     try:
-        snapshot = source.fetch()
-        if snapshot is None:
+        result = sync(source, repository, dry_run=dry_run)
+        if result is None:
             raise SourceError(f"{source.description} returned no configuration")
-        result = sync_once(snapshot, repository, dry_run=dry_run)
     except CSSyncError as exc:
         err.write(f"cs-sync: error: {exc}\n")
         return exc.exit_code
@@ -121,11 +125,22 @@ def _run_once(source: Source, repository: ConfigRepository, dry_run: bool, out: 
     return EXIT_OK
 
 
-def render(result: SyncResult, repository: ConfigRepository) -> str:
+def render(result: SyncResult | Unchanged, repository: ConfigRepository) -> str:
+    from diracx_bridge.cs_sync.sync import Unchanged
+
+    if isinstance(result, Unchanged):
+        return "\n".join(
+            [
+                f"cs-sync: {result.source} -> {repository.path} (branch {repository.branch})",
+                f"No change: {repository.branch} (commit {result.commit[:12]}) already holds the export of this CS "
+                f"({result.source_id}); nothing was parsed. The report of that export:",
+                result.report or "  (none recorded)",
+            ]
+        )
     vos, users, groups = result.conversion.counts()
     lines = [
         f"cs-sync: {result.snapshot.origin} -> {repository.path} (branch {repository.branch})",
-        f"Exported {vos} VOs, {users} users, {groups} groups.",
+        f"Exported {vos} VOs, {users} users, {groups} groups.{_validated(result)}",
         result.conversion.report.render(),
     ]
     if not result.changed:
@@ -142,6 +157,16 @@ def render(result: SyncResult, repository: ConfigRepository) -> str:
             lines.append(body)
     lines += [f"warning: {w}" for w in result.warnings]
     return "\n".join(lines)
+
+
+def _validated(result: SyncResult) -> str:
+    validation = result.conversion.validation
+    if validation is None or not validation.reused:
+        return ""
+    return (
+        f" Validated {len(validation.validated)} VO{'s' if len(validation.validated) != 1 else ''}; "
+        f"{len(validation.reused)} unchanged since the last export."
+    )
 
 
 @contextlib.contextmanager
@@ -167,7 +192,7 @@ def _watch(source: Source, repository: ConfigRepository, args: argparse.Namespac
     def stamp() -> str:
         return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
-    def on_result(result: SyncResult) -> None:
+    def on_result(result: SyncResult | Unchanged) -> None:
         out.write(f"[{stamp()}] {render(result, repository)}\n")
         out.flush()
 
@@ -181,6 +206,8 @@ def _watch(source: Source, repository: ConfigRepository, args: argparse.Namespac
 
     out.write(f"[{stamp()}] cs-sync: watching {source.description} every {interval:g} s; Ctrl-C or SIGTERM stops\n")
     out.flush()
+    from diracx_bridge.cs_sync.watch import watch
+
     stop = threading.Event()
     with _stop_on_signals(stop):
         outcome = watch(

@@ -10,27 +10,31 @@ the whole CS for one option it does not model, this module gives a precise error
 rest over and lists what it left out. The only deliberate difference on inputs diracx accepts is
 ``/Resources/Computing/OSCompatibility`` (see :func:`validate.validate`).
 
-Both the file path and the live path hand a ``diraccfg.CFG`` to :func:`convert`.
+Both the file path and the live path hand the tree of :mod:`.cfg_parser` (``CFG.getAsDict()``'s
+shape) to :func:`convert`, which never modifies it.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from diracx_bridge.capabilities import NAME, RELEASE
+from diracx_bridge.cs_sync.cfg_parser import without_cycle_collection
 from diracx_bridge.cs_sync.consistency import check_disabled_vos
 from diracx_bridge.cs_sync.errors import InvalidCSError, Problem
 from diracx_bridge.cs_sync.paths import Provenance, csync_path, join
 from diracx_bridge.cs_sync.report import Kind, Report
 from diracx_bridge.cs_sync.schema import Pruner
-from diracx_bridge.cs_sync.validate import check_as_served, diracx_config_class, dump_yaml, validate
+from diracx_bridge.cs_sync.validate import ValidatedVOs, Validation, check_as_served, diracx_config_class, validate
+from diracx_bridge.cs_sync.yamlio import dump_yaml
 
 if TYPE_CHECKING:
     from diraccfg import CFG
     from pydantic import BaseModel
+
+    from diracx_bridge.cs_sync.cfg_parser import ParseNote
 
 #: /DIRAC options that only make sense to DIPS services and clients, with the reason diracx drops them.
 _DIRAC_DIPS_ONLY = {
@@ -71,6 +75,8 @@ class Conversion:
     text: str
     report: Report
     provenance: Provenance = field(repr=False)
+    #: Which VOs were validated, which were unchanged since the last export (and their fingerprints).
+    validation: Validation | None = field(default=None, repr=False)
 
     @property
     def vos(self) -> list[str]:
@@ -84,16 +90,36 @@ class Conversion:
         return len(registry), users, groups
 
 
-def convert(cfg: CFG | Mapping[str, Any], config_class: type[BaseModel] | None = None) -> Conversion:
+def convert(
+    cfg: CFG | Mapping[str, Any],
+    config_class: type[BaseModel] | None = None,
+    *,
+    known: ValidatedVOs | None = None,
+    notes: Iterable[ParseNote] = (),
+) -> Conversion:
     """Convert, validate and serialise a legacy CS; raise :class:`InvalidCSError` if it cannot be exported.
 
-    ``cfg`` is a ``diraccfg.CFG`` (a file, or the live CS) or the dict of ``CFG.getAsDict()``;
-    it is not modified.
+    ``cfg`` is the tree of a CS (:func:`cfg_parser.parse`, or ``CFG.getAsDict()``) or a
+    ``diraccfg.CFG``; it is not modified. ``known``: the registries validated at the last export,
+    reused for the VOs whose legacy data did not change. ``notes``: what the CS file's parser
+    saw DIRAC lose (reported as warnings).
     """
-    legacy = copy.deepcopy(dict(cfg)) if isinstance(cfg, Mapping) else cfg.getAsDict()
+    with without_cycle_collection():
+        return _convert(cfg, config_class, known, notes)
+
+
+def _convert(
+    cfg: CFG | Mapping[str, Any],
+    config_class: type[BaseModel] | None,
+    known: ValidatedVOs | None,
+    notes: Iterable[ParseNote],
+) -> Conversion:
+    legacy = dict(cfg) if isinstance(cfg, Mapping) else cfg.getAsDict()
     config_class = config_class or diracx_config_class()
     report = Report()
     provenance = Provenance()
+    for note in notes:
+        report.add(note.path, f"{note.message} (line {note.line} of the CS file)", Kind.WARNING)
 
     diracx_section = legacy.pop("DiracX", None)
     if not isinstance(diracx_section, dict):
@@ -118,11 +144,11 @@ def convert(cfg: CFG | Mapping[str, Any], config_class: type[BaseModel] | None =
     raw["Registry"] = RegistryBuilder(registry, vos, report, provenance).build()
     raw.update(legacy)
 
-    Pruner(report, provenance).prune(raw, config_class)
-    config = validate(raw, provenance, config_class)
-    check_as_served(config, provenance, config_class)
-    text = dump_yaml(config)
-    return Conversion(config=config, text=text, report=report, provenance=provenance)
+    pruned = Pruner(report, provenance).prune(raw, config_class)
+    validation = validate(pruned, provenance, config_class, known)
+    check_as_served(validation.config, provenance, config_class)
+    text = dump_yaml(validation.config)
+    return Conversion(config=validation.config, text=text, report=report, provenance=provenance, validation=validation)
 
 
 def read_vo_settings(diracx_section: Mapping[str, Any], report: Report) -> list[VOSettings]:
@@ -216,6 +242,7 @@ def _clean_dirac(dirac: Any, report: Report) -> dict[str, Any]:
     if not isinstance(dirac, dict):
         report.add("/DIRAC", "missing: exported as an empty DIRAC section", Kind.ADJUSTED)
         return {}
+    dirac = dict(dirac)
     for key, reason in _DIRAC_DIPS_ONLY.items():
         if key in dirac:
             value = dirac.pop(key)
@@ -233,6 +260,7 @@ class RegistryBuilder:
         self.report = report
         self.provenance = provenance
         self.users = self._sections("Users")
+        self._user_order = {nickname: index for index, nickname in enumerate(self.users)}
         self.groups = self._sections("Groups")
         self.vo_sections = self._sections("VO")
         self.synced = {vo.name for vo in vos}
@@ -301,10 +329,15 @@ class RegistryBuilder:
         return members
 
     def _vo_users(self, vo: VOSettings, members: dict[str, list[str]], users: dict[str, Any]) -> None:
-        """Users of the VO's groups, keyed by subject; the last nickname wins a shared subject, as in diracx."""
+        """Users of the VO's groups, keyed by subject; the last nickname wins a shared subject, as in diracx.
+
+        The members are taken in the order of ``/Registry/Users`` (diracx's order, which decides
+        who wins a shared subject), without walking every user of the CS for every VO.
+        """
         owners: dict[str, str] = {}
-        for nickname, info in self.users.items():
-            if nickname not in members or not isinstance(info, dict):
+        for nickname in sorted((n for n in members if n in self.users), key=self._user_order.__getitem__):
+            info = self.users[nickname]
+            if not isinstance(info, dict):
                 continue
             subject = vo.subjects.get(nickname)
             if not subject:

@@ -32,6 +32,8 @@ class CSSyncError(Exception):
     """Base class: the run stopped and nothing was written."""
 
     exit_code = EXIT_INVALID_CS
+    #: The version of the CS the run was exporting, once it was read (watch mode retries by it).
+    version: str | None = None
 
 
 class SourceError(CSSyncError):

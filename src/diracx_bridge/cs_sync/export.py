@@ -98,6 +98,22 @@ class ConfigRepository:
         result = self.git("rev-parse", "--verify", "-q", f"{self.ref}^{{commit}}", check=False)
         return result.stdout.decode().strip() if result.returncode == 0 else None
 
+    def head_and_message(self) -> tuple[str, str] | None:
+        """``master``'s commit and its message (one git call), or ``None`` before the first export."""
+        if not self.path.is_dir():
+            return None
+        result = self.git("log", "-1", "--format=%H%n%B", self.ref, "--", check=False)
+        if result.returncode != 0 or not result.stdout.strip() or not self.exists():
+            return None
+        commit, _, message = result.stdout.decode(errors="replace").partition("\n")
+        return commit.strip(), message
+
+    def git_dir(self) -> Path | None:
+        """Where git keeps this repository's own files (cs-sync's export state goes there)."""
+        if not self.exists():
+            return None
+        return Path(self.git("rev-parse", "--absolute-git-dir").stdout.decode().strip())
+
     def read(self, commit: str | None) -> bytes | None:
         if commit is None:
             return None

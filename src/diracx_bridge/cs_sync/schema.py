@@ -102,45 +102,53 @@ def count_options(value: Any) -> int:
 
 
 class Pruner:
-    """Removes, in place, every key the model does not define, and reports each with its CS path."""
+    """Leaves out every key the model does not define, and reports each with its CS path.
+
+    The input is not modified: the pruned data is made of new dicts wherever the model has a
+    model or a mapping of models (what validation then rewrites in place), and shares the
+    free-form parts and the values with the input.
+    """
 
     def __init__(self, report: Report, provenance: Provenance) -> None:
         self.report = report
         self.provenance = provenance
 
-    def prune(self, data: dict[str, Any], model: type[BaseModel]) -> None:
-        self._model(data, model, ())
+    def prune(self, data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+        return self._model(data, model, ())
 
-    def _model(self, data: dict[str, Any], model: type[BaseModel], location: tuple[str, ...]) -> None:
+    def _model(self, data: dict[str, Any], model: type[BaseModel], location: tuple[str, ...]) -> dict[str, Any]:
         fields = fields_of(model)
         extra = model.model_config.get("extra")
-        for key in list(data):
+        pruned: dict[str, Any] = {}
+        for key, child in data.items():
             annotation = fields.get(key)
             if annotation is None:
-                if extra != "allow":
-                    self._drop(data, key, model, (*location, key), refused=extra == "forbid")
-                continue
-            child = data[key]
-            if isinstance(child, dict):
-                self._walk(child, annotation, (*location, key))
+                if extra == "allow":
+                    pruned[key] = child
+                else:
+                    self._drop(key, child, model, (*location, key), refused=extra == "forbid")
+            elif isinstance(child, dict):
+                pruned[key] = self._walk(child, annotation, (*location, key))
+            else:
+                pruned[key] = child
+        return pruned
 
-    def _walk(self, data: dict[str, Any], annotation: Any, location: tuple[str, ...]) -> None:
+    def _walk(self, data: dict[str, Any], annotation: Any, location: tuple[str, ...]) -> dict[str, Any]:
         shape = shape_of(annotation)
         if shape.kind == "model":
-            self._model(data, shape.arg, location)
-        elif shape.kind == "mapping":
+            return self._model(data, shape.arg, location)
+        if shape.kind == "mapping":
             if shape_of(shape.arg).kind == "value":
-                return
-            for key, child in data.items():
-                if isinstance(child, dict):
-                    self._walk(child, shape.arg, (*location, key))
-        elif shape.kind == "free":
+                return dict(data)
+            return {
+                key: self._walk(child, shape.arg, (*location, key)) if isinstance(child, dict) else child
+                for key, child in data.items()
+            }
+        if shape.kind == "free":
             self._scan_secrets(data, location)
+        return data
 
-    def _drop(
-        self, data: dict[str, Any], key: str, model: type[BaseModel], location: tuple[str, ...], *, refused: bool
-    ) -> None:
-        value = data.pop(key)
+    def _drop(self, key: str, value: Any, model: type[BaseModel], location: tuple[str, ...], *, refused: bool) -> None:
         path = self.provenance.legacy_path(location)
         reason = next((hint for prefix, hint in _HINTS.items() if path.startswith(prefix)), None)
         if reason is None:

@@ -1,8 +1,14 @@
 """Watch mode: poll the legacy CS and export each new version (replaces the admins' cron loop).
 
+A poll of an unchanged CS costs a ``stat`` (a file) or one RPC that sends no data (the
+Configuration Server): nothing is parsed. The first poll compares with what master holds
+(:func:`sync.sync`), so restarting the watch does not convert the CS again either.
+
 A version that fails validation is reported once and not retried until the CS changes again
-(retrying the same content cannot succeed and would flood the log); a repository error is
-retried at the next poll, since it is usually transient (a lock, a concurrent run).
+(retrying the same content cannot succeed and would flood the log); a source error (the
+Configuration Server stopped or unreachable) or a repository error is retried at the next
+poll, since it is usually transient (a restart, a lock, a concurrent run). Nothing is written
+unless a whole CS was read and validated.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from diracx_bridge.cs_sync.errors import EXIT_OK, CSSyncError, InvalidCSError
-from diracx_bridge.cs_sync.sync import SyncResult, sync_once
+from diracx_bridge.cs_sync.sync import SyncResult, Unchanged, sync
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -37,7 +43,7 @@ def watch(
     interval: float,
     stop: threading.Event | None = None,
     max_iterations: int | None = None,
-    on_result: Callable[[SyncResult], None] | None = None,
+    on_result: Callable[[SyncResult | Unchanged], None] | None = None,
     on_error: Callable[[CSSyncError], None] | None = None,
     config_class: type[BaseModel] | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -46,6 +52,7 @@ def watch(
 
     The exit code of the outcome is the one of the last sync attempt (0 if the CS never changed),
     so a bounded run in a test or a systemd ``ExecStartPre`` can tell success from failure.
+    ``on_result`` gets each export, and, once, the :class:`Unchanged` of a CS master already holds.
     """
     stop = stop or threading.Event()
     done_version: str | None = None
@@ -56,20 +63,20 @@ def watch(
         started = clock()
         iterations += 1
         try:
-            snapshot = source.fetch(done_version)
-            if snapshot is not None:
-                try:
-                    result = sync_once(snapshot, repository, config_class=config_class)
-                except InvalidCSError:
-                    done_version = snapshot.version  # same content, same refusal: wait for the next change
-                    raise
-                done_version = snapshot.version
+            outcome = sync(source, repository, known_version=done_version, config_class=config_class)
+            if isinstance(outcome, Unchanged):
+                done_version = outcome.source_id.partition(":")[2]
                 last_code = EXIT_OK
-                if result.commit:
-                    commits.append(result.commit)
-                if on_result is not None:
-                    on_result(result)
+            elif outcome is not None:
+                done_version = outcome.snapshot.version
+                last_code = EXIT_OK
+                if outcome.commit:
+                    commits.append(outcome.commit)
+            if outcome is not None and on_result is not None:
+                on_result(outcome)
         except CSSyncError as exc:
+            if isinstance(exc, InvalidCSError) and exc.version is not None:
+                done_version = exc.version  # same content, same refusal: wait for the next change
             last_code = exc.exit_code
             if on_error is not None:
                 on_error(exc)

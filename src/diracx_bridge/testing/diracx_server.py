@@ -9,6 +9,7 @@ OpenSearch JobParametersDB and moto as the S3 sandbox store.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import os
@@ -63,10 +64,14 @@ class LegacyExchangeKey:
 
 
 def validate_config(config: Mapping[str, Any]) -> None:
-    """Refuse a config DiracX would refuse, before it is committed (and the server 503s forever)."""
+    """Refuse a config DiracX would refuse, before it is committed (and the server 503s forever).
+
+    A copy is validated: the model's validator rewrites ``Operations`` in place (it merges
+    ``Defaults`` into each VO), and the file must hold what was given.
+    """
     from diracx.core.config import Config
 
-    Config.model_validate(config)
+    Config.model_validate(copy.deepcopy(dict(config)))
 
 
 def write_config_repo(repo: Path, config: Mapping[str, Any], message: str = "grid-in-a-box config") -> None:

@@ -4,14 +4,26 @@ Everything runs on loopback, on free ports, under one working directory:
 
 * MariaDB with DIRAC's databases (from DIRAC's own schema files) plus DiracX's AuthDB;
 * a test CA, a host certificate and one certificate per user of :mod:`.dirac_cfg`;
+* DIRAC's master Configuration Server (``Configuration/Server``), serving the CS of
+  :mod:`.dirac_cfg` from :attr:`Grid.cs_path`, which changes committed through DIRAC's CS API
+  (``CSAPI``, the ``dirac-admin-*`` commands) rewrite, as in production;
 * the DIRAC DISET services (ProxyManager, JobManager, JobMonitoring, JobStateUpdate,
-  SandboxStore, OptimizationMind, ResourceStatus) and the Optimizers executor, reading
-  ``$DIRAC_ROOT_PATH/etc/dirac.cfg``;
+  SandboxStore, OptimizationMind, ResourceStatus) and the Optimizers executor, which read the CS
+  from the Configuration Server: their ``DIRAC_ROOT_PATH`` (:attr:`Grid.server_root`) holds a
+  ``dirac.cfg`` that only names it;
 * a DiracX server whose job databases ARE DIRAC's (``mysql+aiomysql://``), whose registry is
-  converted from that ``dirac.cfg``, and which holds the hash of the legacy-exchange key DIRAC
-  knows; moto as its S3 sandbox store;
+  converted from that CS, and which holds the hash of the legacy-exchange key DIRAC knows; moto
+  as its S3 sandbox store;
 * an in-memory OpenSearch stand-in for the JobParametersDB of both sides: the only part that is
   not the real thing (no OpenSearch can be installed on these machines).
+
+The DIRAC clients the tests run (scripts, workers) read a local copy of the CS instead
+(:attr:`Grid.cfg_path`, :meth:`Grid.client_environment`), as a pilot reads its local cache of the
+CS: with a Configuration Server, DIRAC 9.1.22's ``dirac-proxy-init`` fails with "DN ... is not
+registered" whenever ``X509_USER_PROXY`` already holds a proxy. It looks the DN up before it loads
+the CS, and its ``Registry.reset_all_caches`` only clears plain functions, while cachetools 8 (in
+the lock) wraps them in objects, so the failed lookup stays cached. A client that reads the CS from
+the Configuration Server, as a production machine does, uses :meth:`Grid.cs_client_environment`.
 
 Nothing here imports DIRAC in the calling process: DIRAC fixes its root path at import time,
 so the process that uses the grid in-process (pytest) sets its environment first
@@ -41,6 +53,8 @@ from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port
 #: The job databases DIRAC and DiracX share (DiracX setting name -> DIRAC database name).
 SHARED_DBS = ("JobDB", "JobLoggingDB", "PilotAgentsDB", "SandboxMetadataDB", "TaskQueueDB", "ResourceStatusDB")
 _LOOPBACK_SITE = Path(__file__).parent / "loopback"
+#: The master Configuration Server's process name (its log: ``dirac-service-Configuration.log``).
+CONFIGURATION_SERVER = "dirac-service-Configuration"
 #: This machine kind's CA bundle variables: they would override DIRAC's CA directory (see README).
 CA_BUNDLE_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE", "SSL_CERT_FILE")
 
@@ -74,6 +88,7 @@ class Grid:
         self.diracx: DiracXServer | None = None
         self.legacy_key = LegacyExchangeKey.generate()
         self.ports = {f"{s}/{n}": 0 for s, n in dirac_cfg.SERVICES}
+        self.cs_port = 0
         self.opensearch_port = 0
         self.started = False
 
@@ -81,7 +96,22 @@ class Grid:
 
     @property
     def cfg_path(self) -> Path:
+        """The ``dirac.cfg`` of the test clients: a local copy of the CS (see the module's docstring)."""
         return self.state / "etc" / "dirac.cfg"
+
+    @property
+    def server_root(self) -> Path:
+        """``DIRAC_ROOT_PATH`` of DIRAC's servers: its ``etc/dirac.cfg`` names the Configuration Server."""
+        return self.workdir / "dirac-servers"
+
+    @property
+    def cs_path(self) -> Path:
+        """The CS file of the master Configuration Server (it rewrites it at each commit)."""
+        return self.server_root / "etc" / f"{dirac_cfg.CS_NAME}.cfg"
+
+    @property
+    def cs_url(self) -> str:
+        return f"dips://localhost:{self.cs_port}/Configuration/Server"
 
     @property
     def ca_dir(self) -> Path:
@@ -92,16 +122,19 @@ class Grid:
 
     def base_environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in CA_BUNDLE_VARS}
-        # DIRAC_ROOT_PATH: no Configuration Server, every process reads $DIRAC_ROOT_PATH/etc/dirac.cfg.
-        # The CA bundle variables of this machine kind would override DIRAC's CA directory for requests.
-        for var in ("X509_USER_PROXY", "X509_USER_CERT", "X509_USER_KEY", "PYTHONPATH"):
+        # DIRAC_ROOT_PATH: a client reads its CS from $DIRAC_ROOT_PATH/etc/dirac.cfg (servers: see
+        # server_environment). The CA bundle variables of this machine kind would override DIRAC's
+        # CA directory for requests.
+        for var in ("X509_USER_PROXY", "X509_USER_CERT", "X509_USER_KEY", "PYTHONPATH", "DIRACSYSCONFIG"):
             env.pop(var, None)
         env.update({"DIRAC_ROOT_PATH": str(self.state), "X509_CERT_DIR": str(self.ca_dir)})
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         return env
 
     def server_environment(self) -> dict[str, str]:
+        """DIRAC's servers: they read the CS from the Configuration Server, with the host certificate."""
         env = self.base_environment()
+        env["DIRAC_ROOT_PATH"] = str(self.server_root)
         env["PYTHONPATH"] = str(_LOOPBACK_SITE)  # wildcard binds -> loopback (see loopback/sitecustomize.py)
         return env
 
@@ -113,6 +146,10 @@ class Grid:
         if group:
             env["X509_USER_PROXY"] = str(self.proxy_path(user, group))
         return env
+
+    def cs_client_environment(self, user: str = "ciuser", group: str | None = "civo_user") -> dict[str, str]:
+        """A DIRAC client that reads the CS from the Configuration Server, as on a production machine."""
+        return self.client_environment(user, group) | {"DIRAC_ROOT_PATH": str(self.server_root)}
 
     # --- start and stop ----------------------------------------------------------------------------
 
@@ -142,6 +179,13 @@ class Grid:
         )
         self.mysql.start()
         self.opensearch_port = free_port()
+        self.diracx.port = free_port()
+        self.ports = {k: free_port() for k in self.ports}
+        self.cs_port = free_port()
+        self._write_configuration()
+        # The Configuration Server starts while the databases are created: DIRAC's servers wait for
+        # it (without it, DIRAC retries for seconds, then runs unconfigured).
+        self._launch_configuration_server()
         opensearch = self._launch_opensearch()
         self.diracx.launch_s3()  # moto imports for ~20 s on 2 cores: let it do so meanwhile
         self.mysql.create_dirac_databases()
@@ -151,21 +195,7 @@ class Grid:
             "AuthDB": self.mysql.url("DiracXAuthDB")
         }
         self.diracx.opensearch = self._opensearch_connection()
-        self.diracx.port = free_port()
-        self.ports = {k: free_port() for k in self.ports}
-        self.cfg_path.write_text(
-            dirac_cfg.render(
-                dirac_cfg.DiracCfgParams(
-                    state=str(self.state),
-                    mysql_port=self.mysql.port,
-                    opensearch_port=self.opensearch_port,
-                    diracx_url=self.diracx.url,
-                    legacy_key=self.legacy_key.dirac_value,
-                    host_dn=self.host.dn,
-                    ports=self.ports,
-                )
-            )
-        )
+        self.wait_configuration_server()
         # DiracX's preparation (short-lived commands) runs in a thread while this (main) thread
         # starts the DIRAC side; servers are only ever spawned from the main thread (processes.py).
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -177,6 +207,63 @@ class Grid:
         wait_all([self.diracx.wait_ready, *(lambda p=p, n=n: self._wait_listening(p, n) for p, n in services)])
         executor = self._launch_executor()
         wait_all([lambda: executor.wait_for_log("Connected to", timeout=120), self._rss_sync])
+
+    def _write_configuration(self) -> None:
+        """The master's CS file and its copy for the clients; the servers' ``dirac.cfg`` naming the master."""
+        params = dirac_cfg.DiracCfgParams(
+            state=str(self.state),
+            mysql_port=self.mysql.port,
+            opensearch_port=self.opensearch_port,
+            diracx_url=self.diracx.url if self.diracx else "",
+            legacy_key=self.legacy_key.dirac_value,
+            host_dn=self.host.dn,
+            ports=self.ports,
+            cs_port=self.cs_port,
+        )
+        etc = self.server_root / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        (etc / "grid-security").symlink_to(self.state / "etc" / "grid-security")  # the host certificate, the CAs
+        self.cs_path.write_text(dirac_cfg.render(params))
+        (etc / "dirac.cfg").write_text(dirac_cfg.render_local(params))
+        (etc / "cs-server.cfg").write_text(dirac_cfg.render_cs_server(params))
+        self.cfg_path.write_text(dirac_cfg.render(params))
+
+    # --- the master Configuration Server -------------------------------------------------------------
+
+    @property
+    def configuration_server(self) -> ManagedProcess:
+        return self.processes[CONFIGURATION_SERVER]
+
+    def _launch_configuration_server(self) -> ManagedProcess:
+        env = self.server_environment() | {"DIRACSYSCONFIG": str(self.server_root / "etc" / "cs-server.cfg")}
+        proc = ManagedProcess(
+            CONFIGURATION_SERVER, [_venv_bin("dirac-service"), "Configuration/Server"], log_dir=self.log_dir, env=env
+        ).start()
+        self.processes[proc.name] = proc
+        return proc
+
+    def wait_configuration_server(self, timeout: float = 150, *, log_from: int = 0) -> None:
+        """Until the Configuration Server listens (it logs its URL once it serves the CS), as
+        logged after byte ``log_from`` of its log (which a restart appends to)."""
+        proc = self.configuration_server
+
+        def listening() -> bool:
+            with proc.log_path.open("rb") as log:
+                log.seek(log_from)
+                return b"/Configuration/Server\n" in log.read()
+
+        proc.wait_until(listening, timeout=timeout, what="did not log that it listens")
+
+    def stop_configuration_server(self) -> None:
+        """Stop the master Configuration Server (an outage: the other servers keep the CS they read)."""
+        self.configuration_server.stop()
+
+    def start_configuration_server(self) -> None:
+        """Start it again after :meth:`stop_configuration_server`, on the same port and CS file."""
+        log = self.configuration_server.log_path
+        offset = log.stat().st_size if log.exists() else 0
+        self._launch_configuration_server()
+        self.wait_configuration_server(log_from=offset)
 
     def _make_pki(self) -> None:
         ca = TestCA(self.workdir / "ca")
@@ -207,8 +294,8 @@ class Grid:
         self.processes[proc.name] = proc
         return proc
 
-    def sync_diracx_config(self, message: str = "grid-in-a-box: registry from dirac.cfg") -> None:
-        """(Re)write DiracX's config repository from the current ``dirac.cfg``.
+    def sync_diracx_config(self, message: str = "grid-in-a-box: registry from the CS") -> None:
+        """(Re)write DiracX's config repository from the master's CS file.
 
         The conversion is diracx's own ``dirac internal legacy cs-sync``, so the two sides
         of the grid start from a registry both agree on.
@@ -216,7 +303,7 @@ class Grid:
         out = self.workdir / "diracx-default.yml"
         env = self.base_environment() | {"DIRAC_COMPAT_ENABLE_CS_CONVERSION": "yes"}
         res = subprocess.run(
-            [_venv_bin("dirac"), "internal", "legacy", "cs-sync", str(self.cfg_path), str(out)],
+            [_venv_bin("dirac"), "internal", "legacy", "cs-sync", str(self.cs_path), str(out)],
             env=env,
             capture_output=True,
             text=True,
@@ -224,7 +311,7 @@ class Grid:
             check=False,
         )
         if res.returncode:
-            raise GridError(f"converting {self.cfg_path} for DiracX failed:\n{res.stdout}\n{res.stderr}")
+            raise GridError(f"converting {self.cs_path} for DiracX failed:\n{res.stdout}\n{res.stderr}")
         write_config_repo(self.workdir / "diracx-config", yaml.safe_load(out.read_text()), message)
 
     def _create_self_initialising_tables(self) -> None:
@@ -234,7 +321,7 @@ class Grid:
         "table already exists".
         """
         code = (
-            "import DIRAC; DIRAC.initialize(require_auth=False)\n"
+            "import DIRAC; DIRAC.initialize(require_auth=False, host_credentials=True)\n"
             "from DIRAC.WorkloadManagementSystem.DB.TaskQueueDB import TaskQueueDB\n"
             "from DIRAC.FrameworkSystem.DB.ProxyDB import ProxyDB\n"
             "from DIRAC.WorkloadManagementSystem.DB.SandboxMetadataDB import SandboxMetadataDB\n"
@@ -260,9 +347,9 @@ class Grid:
         return proc, names
 
     @staticmethod
-    def _wait_listening(proc: ManagedProcess, names: list[str]) -> None:
+    def _wait_listening(proc: ManagedProcess, names: list[str], timeout: float = 150) -> None:
         for name in names:
-            proc.wait_for_log(f"/{name}\n", timeout=150)
+            proc.wait_for_log(f"/{name}\n", timeout=timeout)
 
     def _launch_executor(self) -> ManagedProcess:
         name = "WorkloadManagement/Optimizers"
@@ -357,7 +444,9 @@ class Grid:
         return path
 
     def set_option(self, path: str, value: str | None) -> None:
-        """Set (or, with None, remove) an option in ``dirac.cfg`` for the DIRAC processes started next."""
+        """Set (or, with None, remove) an option in the clients' copy of the CS, for the client
+        processes started next. DIRAC's servers read the CS from the Configuration Server: commit
+        there (DIRAC's CSAPI) to change what they see."""
         from diraccfg import CFG
 
         cfg = CFG().loadFromFile(str(self.cfg_path))
