@@ -364,8 +364,8 @@ def test_select_adapter_route_returns_the_adapter(monkeypatch: pytest.MonkeyPatc
 
 def test_select_unknown_service_uses_dirac_future_client_class(monkeypatch: pytest.MonkeyPatch) -> None:
     # A service without an adapter of the bridge (JobStateUpdate, DIRAC 9.1's only wired one, now has one).
-    patch_decide(monkeypatch, route_of(True, enabled=True, service="WorkloadManagement/PilotManager"))
-    result = select(Original(), "WorkloadManagement/PilotManager", httpsClient=None, diracxClient=FakeFutureClient)
+    patch_decide(monkeypatch, route_of(True, enabled=True, service="ResourceStatus/ResourceStatus"))
+    result = select(Original(), "ResourceStatus/ResourceStatus", httpsClient=None, diracxClient=FakeFutureClient)
     assert type(result) is FakeFutureClient
 
 
@@ -377,7 +377,7 @@ def test_select_unknown_service_without_client_class_is_unserved(
     calls: list[Any] = []
     if diracx_client == "partial":
         diracx_client = functools.partial(calls.append, "executeRPC called")
-    service = "WorkloadManagement/WMSAdministrator"  # a service without an adapter
+    service = "ResourceStatus/ResourceStatus"  # a service without an adapter
     patch_decide(monkeypatch, route_of(True, enabled=True, service=service))
     result = select(Original(), service, httpsClient=None, diracxClient=diracx_client)
     assert isinstance(result, UnservedService)
@@ -389,4 +389,4 @@ def test_select_unknown_service_without_client_class_is_unserved(
 
 def test_adapter_class_lookup() -> None:
     assert adapter_for(JM) is JobMonitoringAdapter
-    assert adapter_for("WorkloadManagement/PilotManager") is None
+    assert adapter_for("ResourceStatus/ResourceStatus") is None
