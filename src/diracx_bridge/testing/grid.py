@@ -77,8 +77,11 @@ def _venv_bin(name: str) -> str:
 class Grid:
     """Start with :meth:`start` (or as a context manager); stop with :meth:`stop`."""
 
-    def __init__(self, workdir: Path, *, opensearch_standin: bool = True) -> None:
+    def __init__(self, workdir: Path, *, opensearch_standin: bool = True, sandbox_limit_mib: int | None = None) -> None:
+        """``sandbox_limit_mib`` raises both sandbox size limits (legacy ``MaxSandboxSizeMiB``,
+        DiracX's 100 MiB: test grid only, see :mod:`.diracx_app`); None keeps both defaults."""
         self.workdir = workdir.resolve()
+        self.sandbox_limit_mib = sandbox_limit_mib
         self.state = self.workdir / "dirac"  # DIRAC_ROOT_PATH
         self.log_dir = self.workdir / "logs"
         self.opensearch_standin = opensearch_standin
@@ -176,6 +179,7 @@ class Grid:
             legacy_key=self.legacy_key,
             own_dbs=("AuthDB", "TransformationDB"),
             log_dir=self.log_dir,
+            max_sandbox_size=self.sandbox_limit_mib * 1024 * 1024 if self.sandbox_limit_mib else None,
         )
         self.mysql.start()
         self.opensearch_port = free_port()
@@ -219,6 +223,7 @@ class Grid:
             host_dn=self.host.dn,
             ports=self.ports,
             cs_port=self.cs_port,
+            sandbox_limit_mib=self.sandbox_limit_mib or 10,
         )
         etc = self.server_root / "etc"
         etc.mkdir(parents=True, exist_ok=True)
