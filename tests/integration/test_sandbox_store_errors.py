@@ -35,6 +35,8 @@ from diracx_bridge.testing.s3_front import S3Front
 
 pytestmark = pytest.mark.integration
 
+#: The bridge's archive format option (the adapter's settings).
+FORMAT = "/DiracX/Bridge/WorkloadManagement/SandboxStore/Format"
 JDL = '[ Executable = "/bin/true"; JobName = "sandbox-errors"; StdOutput = "std.out"; OutputSandbox = {"std.out"}; ]'
 
 
@@ -86,6 +88,19 @@ def s3_object(grid, pfn: str) -> bytes | None:
     key = pfn.split(f"/S3/{SANDBOX_BUCKET}/", 1)[1]
     r = httpx.get(f"{grid.diracx.s3_url}/{SANDBOX_BUCKET}/{key}", timeout=30)
     return r.content if r.status_code == 200 else None
+
+
+def test_format_diracx_refuses(gs, grid, user, tmp_path):
+    """The bridge's archive format is an option; one DiracX does not take is refused with the way out."""
+    log = WorkerLog(grid)
+    files = random_files(tmp_path, {"a.bin": 10_000})
+    with observe_sandboxes(grid) as seen:
+        res = user.call(SBC, "uploadFilesAsSandbox", [str(p) for p in files.values()], cs=ON | {FORMAT: "tar.gz"})
+    message = assert_actionable_error(res, mentions=("tar.gz", FORMAT))
+    assert "SandboxFileName" in res
+    assert not seen.s3_requests("POST"), seen.s3
+    assert ("POST", "/api/jobs/sandbox", 422) in seen.sandbox_routes() or "tar.zst" in message, seen.diracx
+    assert_no_secrets(log.text())
 
 
 def test_expired_upload_url_is_retried_once_with_a_new_one(gs, grid, user, front, tmp_path):
