@@ -22,10 +22,10 @@ upload then the download (unpacked to a directory) of the same file, three ways:
 Each upload sends distinct bytes (a per-upload marker is written at the start of the file), or
 both stores would recognise the sandbox and skip the transfer. Every download is checked
 (sha256 of the file) outside the timed region. The file: ``--size`` MiB cases (default 10 and
-1024), sparse zeros with one pseudorandom MiB in every 64 (as the 1 GiB test): bzip2, the format
-DIRAC's clients read, compresses incompressible data at a few MB/s on these 2 cores, which
-would make the 1 GiB legacy and adapter cases take many minutes per transfer; the report states
-the archive size each path moved. Throughput is the file's size over the wall time (MB/s,
+1024), sparse zeros with one pseudorandom MiB in every 64 (1/64 incompressible): DIRAC's client
+writes tar.bz2, which compresses incompressible data at ~3 MB/s on these 2 cores, so a fully
+random 1 GiB file would keep the legacy path busy for about 6 minutes per transfer (the bridge
+writes tar.zst by default, ~0.5 GB/s). The report states the bytes each path moved. Throughput is the file's size over the wall time (MB/s,
 10^6 bytes). Never asserted in tests.
 
 Run: ``.venv/bin/python bench/sandbox_bench.py [--rounds N] [--large-rounds N] [--workdir DIR]``.
