@@ -359,7 +359,7 @@ class SandboxError(BridgeError):
 
 
 class SandboxTooLarge(SandboxError):
-    """DiracX refused the sandbox for its size (learnt from its answer: 100 MiB by default, ``MAX_SANDBOX_SIZE_BYTES``)."""
+    """DiracX refused the sandbox for its size (its answer names the limit; by default 100 MiB)."""
 
     code = DErrno.EFILESIZE
 

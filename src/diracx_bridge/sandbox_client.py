@@ -88,7 +88,7 @@ def adapter_of(client: Any, *, for_upload: bool = False) -> SandboxStoreAdapter 
 
 def make_upload(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    def uploadFilesAsSandbox(self: Any, fileList: Any, sizeLimit: int = 0, assignTo: Any = None) -> Any:  # noqa: N802
+    def uploadFilesAsSandbox(self: Any, fileList: Any, sizeLimit: int = 0, assignTo: Any = None) -> Any:
         adapter = adapter_of(self, for_upload=True)
         if adapter is None:
             return original(self, fileList, sizeLimit, assignTo)
@@ -101,7 +101,7 @@ def make_upload(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def make_download(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    def downloadSandbox(  # noqa: N802
+    def downloadSandbox(
         self: Any, sbLocation: Any, destinationDir: str = "", inMemory: bool = False, unpack: bool = True
     ) -> Any:
         # A sandbox still in the legacy store is served by DIRAC's own code, whatever the route:

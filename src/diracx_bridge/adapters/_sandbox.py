@@ -166,7 +166,7 @@ def _add_items(tar: tarfile.TarFile, items: Sequence[str | io.StringIO]) -> None
 # --- S3 --------------------------------------------------------------------------------------------
 
 
-class ExpiredOrRefused(Exception):  # noqa: N818 - a signal between this module and the adapter
+class ExpiredOrRefused(Exception):
     """S3 answered 403 (an expired presigned URL, most often): the caller may retry once with a new one."""
 
     def __init__(self, cause: str) -> None:
@@ -234,7 +234,7 @@ def _retrying(doing: str, url: str, attempts: int, attempt_once: Callable[[], No
     raise errors.SandboxStorageError(doing, where(url), cause, attempts=attempts)
 
 
-class _Retryable(Exception):  # noqa: N818
+class _Retryable(Exception):
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
         self.cause = cause
@@ -312,9 +312,12 @@ def open_archive(path: str) -> Iterator[tarfile.TarFile]:
     if magic == b"\x28\xb5\x2f\xfd":
         import zstandard
 
-        with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
-                yield tar
+        with (
+            open(path, "rb") as raw,
+            zstandard.ZstdDecompressor().stream_reader(raw) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as tar,
+        ):
+            yield tar
     else:
         with tarfile.open(name=path, mode="r") as tar:
             yield tar
@@ -335,4 +338,3 @@ def extract(path: str, destination: str, location: str) -> int:
                 raise errors.UnsafeSandboxArchive(location, f"{type(exc).__name__}: {exc}") from None
             total += member.size
     return total
-

@@ -149,25 +149,9 @@ class SandboxStoreAdapter(Adapter):
         fallback (an input-sandbox assignment, a non-job entity).
         """
         assign = dict(assignTo or {})
-        for key in assign:
-            if assign[key] not in _VALID_TYPES:
-                return S_ERROR(f"Invalid sandbox type {assign[key]}")
-        if not isinstance(fileList, (list, tuple)):
-            return S_ERROR("fileList must be a list or tuple!")
-        items: list[str | io.StringIO] = []
-        missing: list[str] = []
-        for item in fileList:
-            if isinstance(item, str):
-                if item.lower().startswith("lfn:"):
-                    continue
-                (items if os.path.exists(item) else missing).append(item)
-            elif isinstance(item, io.StringIO):
-                items.append(item)
-            else:
-                return S_ERROR(f"Objects of type {type(item)} can't be part of InputSandbox")
-        if missing:
-            return S_ERROR(f"Failed to locate files: {', '.join(missing)}")
-
+        checked = _legacy_upload_checks(fileList, assign)
+        if isinstance(checked, dict):
+            return checked
         # Refused (or sent to legacy) before anything is uploaded: DiracX can assign an output sandbox
         # to a job, nothing else; the input sandbox is assigned by JobSanity at submission.
         unserved = [f"{entity} ({kind})" for entity, kind in assign.items() if not _assignable(entity, kind)]
@@ -178,7 +162,15 @@ class SandboxStoreAdapter(Adapter):
                 "without assignTo and list the returned location in the job's InputSandbox"
             )
             return self._transfer_not_served("uploadFilesAsSandbox", why, legacy)
+        return self._upload(checked, sizeLimit, assign, legacy)
 
+    def _upload(
+        self,
+        items: list[str | io.StringIO],
+        size_limit: int,
+        assign: Mapping[str, str],
+        legacy: Callable[[], dict[str, Any]] | None,
+    ) -> dict[str, Any]:
         directory: str | None = None
         archive: _sandbox.Archive | None = None
         try:
@@ -190,10 +182,8 @@ class SandboxStoreAdapter(Adapter):
                 raise errors.SandboxTempFileError(
                     "write the sandbox archive", directory, exc.strerror or repr(exc)
                 ) from None
-            if sizeLimit and sizeLimit > 0 and archive.size > sizeLimit:
-                result = S_ERROR("Size over the limit")
-                result["SandboxFileName"] = archive.path
-                return result
+            if size_limit and size_limit > 0 and archive.size > size_limit:
+                return _with_file(S_ERROR("Size over the limit"), archive)
             self._uses = (SANDBOX_UPLOAD, SANDBOX_ASSIGN_OUTPUT) if assign else (SANDBOX_UPLOAD,)
             self._unserved_why = None
             try:
@@ -206,23 +196,14 @@ class SandboxStoreAdapter(Adapter):
             for entity in assign:
                 self._assign_output(entity, pfn)
         except errors.BridgeError as exc:
-            result = dict(exc.result)
-            if archive is not None:
-                result["SandboxFileName"] = archive.path  # kept on disk: the JobWrapper's failover uses it
-            elif directory is not None:
+            if archive is None:
                 _sandbox.remove_dir(directory)
-            return result
+            # Once made, the archive stays on disk: the JobWrapper's failover uploads it to grid storage.
+            return _with_file(dict(exc.result), archive)
         except Exception as exc:  # noqa: BLE001 - a bridge bug must answer, never raise into DIRAC
-            message = errors.redact(f"diracx-bridge bug in uploadFilesAsSandbox: {exc!r}")
-            logger().error(message)
-            result = S_ERROR(message)
-            if archive is not None:
-                result["SandboxFileName"] = archive.path
-            return result
+            return _with_file(_bug("uploadFilesAsSandbox", exc), archive)
         _sandbox.remove_dir(directory)
-        result = S_OK(pfn)
-        result["SandboxFileName"] = archive.path  # as legacy: the name of the (now removed) local archive
-        return result
+        return _with_file(S_OK(pfn), archive)  # as legacy: the name of the (now removed) local archive
 
     def _store(self, archive: _sandbox.Archive, settings: cs.SandboxSettings) -> str:
         """Have DiracX register the archive and put it in S3; answer its ``SB:<SE>|<PFN>`` once stored."""
@@ -296,7 +277,7 @@ class SandboxStoreAdapter(Adapter):
             requires="JobAdministrator, or the job's owner",
         )
 
-    def download(
+    def download(  # noqa: PLR0911 - legacy's three Value shapes, and one answer per kind of failure
         self,
         sbLocation: str,
         destinationDir: str = "",
@@ -313,33 +294,11 @@ class SandboxStoreAdapter(Adapter):
         parts = split_location(sbLocation)
         if parts is None:
             return S_ERROR("Invalid sandbox URL")
-        pfn = parts[1]
         directory: str | None = None
         keep = False
         try:
-            expected = _sandbox.sha256_of_pfn(pfn)
-            if expected is None:
-                raise errors.LegacyRefusal(f"Invalid sandbox URL (no sha256 in {sbLocation})")
-            self._uses, self._unserved_why = (SANDBOX_DOWNLOAD,), None
-            settings = cs.sandbox_settings()
-            url = self._download_url(sbLocation, pfn)
             directory = _sandbox.private_dir()
-            path = os.path.join(directory, os.path.basename(pfn))
-            try:
-                got, _size = self._fetch(url, path, settings)
-            except _sandbox.ExpiredOrRefused as first:
-                logger().info("the sandbox store refused the download URL, asking DiracX for a new one", first.cause)
-                url = self._download_url(sbLocation, pfn)
-                try:
-                    got, _size = self._fetch(url, path, settings)
-                except _sandbox.ExpiredOrRefused as second:
-                    raise errors.SandboxStorageError(
-                        "Downloading the sandbox",
-                        _sandbox.where(url),
-                        f"refused twice, with a fresh URL too: {second.cause}",
-                    ) from None
-            if got != expected:
-                raise errors.SandboxChecksumMismatch(sbLocation, expected, got)
+            path = self._fetch_verified(sbLocation, parts[1], directory)
             if inMemory:
                 with open(path, "rb") as handle:
                     return S_OK(handle.read())
@@ -348,15 +307,9 @@ class SandboxStoreAdapter(Adapter):
             if not unpack:
                 keep = True  # as legacy: the archive stays in its (private) temporary directory
                 return S_OK(path)
-            try:
-                return S_OK(_sandbox.extract(path, destination, sbLocation))
-            except errors.UnsafeSandboxArchive:
-                raise
-            except (OSError, tarfile.TarError) as exc:
-                return S_ERROR(f"Could not open bundle: {exc!r}")
+            return _extracted(path, destination, sbLocation)
         except errors.NotServed:
-            why = self._unserved_why or capabilities.NAME
-            return self._transfer_not_served("downloadSandbox", why, legacy)
+            return self._transfer_not_served("downloadSandbox", self._unserved_why or capabilities.NAME, legacy)
         except errors.BridgeError as exc:
             return dict(exc.result)
         except OSError as exc:
@@ -364,12 +317,36 @@ class SandboxStoreAdapter(Adapter):
                 "write the downloaded sandbox", directory or "the temporary directory", exc.strerror or repr(exc)
             ).result
         except Exception as exc:  # noqa: BLE001 - a bridge bug must answer, never raise into DIRAC
-            message = errors.redact(f"diracx-bridge bug in downloadSandbox: {exc!r}")
-            logger().error(message)
-            return S_ERROR(message)
+            return _bug("downloadSandbox", exc)
         finally:
             if not keep:
                 _sandbox.remove_dir(directory)
+
+    def _fetch_verified(self, location: str, pfn: str, directory: str) -> str:
+        """The sandbox streamed from S3 into ``directory``, its sha256 checked: its local path."""
+        expected = _sandbox.sha256_of_pfn(pfn)
+        if expected is None:
+            raise errors.LegacyRefusal(f"Invalid sandbox URL (no sha256 in {location})")
+        self._uses, self._unserved_why = (SANDBOX_DOWNLOAD,), None
+        settings = cs.sandbox_settings()
+        url = self._download_url(location, pfn)
+        path = os.path.join(directory, os.path.basename(pfn))
+        try:
+            got, _size = self._fetch(url, path, settings)
+        except _sandbox.ExpiredOrRefused as first:
+            logger().info("the sandbox store refused the download URL, asking DiracX for a new one", first.cause)
+            url = self._download_url(location, pfn)
+            try:
+                got, _size = self._fetch(url, path, settings)
+            except _sandbox.ExpiredOrRefused as second:
+                raise errors.SandboxStorageError(
+                    "Downloading the sandbox",
+                    _sandbox.where(url),
+                    f"refused twice, with a fresh URL too: {second.cause}",
+                ) from None
+        if got != expected:
+            raise errors.SandboxChecksumMismatch(location, expected, got)
+        return path
 
     def _download_url(self, location: str, pfn: str) -> str:
         """GET /api/jobs/sandbox?pfn=: a presigned GET URL for the sandbox (never logged)."""
@@ -400,6 +377,50 @@ class SandboxStoreAdapter(Adapter):
             logger().debug(f"{self.SERVICE}.{method}: not served by DiracX, using the legacy service", why)
             return legacy()
         return dict(errors.NotServed(self.SERVICE, method, why=why).result)
+
+
+def _legacy_upload_checks(file_list: Any, assign: Mapping[str, str]) -> list[str | io.StringIO] | dict[str, Any]:
+    """The items to archive, or legacy's own refusal (same order of checks, same texts)."""
+    for kind in assign.values():
+        if kind not in _VALID_TYPES:
+            return S_ERROR(f"Invalid sandbox type {kind}")
+    if not isinstance(file_list, (list, tuple)):
+        return S_ERROR("fileList must be a list or tuple!")
+    items: list[str | io.StringIO] = []
+    missing: list[str] = []
+    for item in file_list:
+        if isinstance(item, str):
+            if not item.lower().startswith("lfn:"):
+                (items if os.path.exists(item) else missing).append(item)
+        elif isinstance(item, io.StringIO):
+            items.append(item)
+        else:
+            return S_ERROR(f"Objects of type {type(item)} can't be part of InputSandbox")
+    if missing:
+        return S_ERROR(f"Failed to locate files: {', '.join(missing)}")
+    return items
+
+
+def _with_file(result: dict[str, Any], archive: _sandbox.Archive | None) -> dict[str, Any]:
+    """Legacy's ``SandboxFileName`` key, once the local archive exists."""
+    if archive is not None:
+        result["SandboxFileName"] = archive.path
+    return result
+
+
+def _extracted(path: str, destination: str, location: str) -> dict[str, Any]:
+    try:
+        return S_OK(_sandbox.extract(path, destination, location))
+    except errors.UnsafeSandboxArchive:
+        raise
+    except (OSError, tarfile.TarError) as exc:
+        return S_ERROR(f"Could not open bundle: {exc!r}")
+
+
+def _bug(method: str, exc: Exception) -> dict[str, Any]:
+    message = errors.redact(f"diracx-bridge bug in {method}: {exc!r}")
+    logger().error(message)
+    return S_ERROR(message)
 
 
 def _assignable(entity: str, kind: str) -> bool:

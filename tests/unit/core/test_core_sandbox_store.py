@@ -1,0 +1,755 @@
+"""The SandboxStore adapter: uploads and downloads straight to and from S3, legacy shapes, every failure an S_ERROR."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from core_test_helpers import FakeDiracX, diracx_route
+from sandbox_test_helpers import (
+    S3,
+    SE,
+    SIGNATURE,
+    FakeStore,
+    assert_no_url_secret,
+    expired,
+    pfn_for,
+    tar_bytes,
+)
+
+from diracx_bridge import log
+from diracx_bridge.adapters import _sandbox, adapter_for
+from diracx_bridge.adapters.sandbox_store import SandboxStoreAdapter
+
+SERVICE = "WorkloadManagement/SandboxStore"
+
+
+@pytest.fixture
+def store(diracx: FakeDiracX, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStore]:
+    fake = FakeStore(diracx).install()
+    monkeypatch.setattr(_sandbox, "transport", fake.transport())
+    monkeypatch.setattr(_sandbox, "BACKOFF", (0.0,))
+    _sandbox.forget_clients()
+    yield fake
+    _sandbox.forget_clients()
+
+
+@pytest.fixture
+def logged(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every line the bridge logs (all levels), to check that no presigned URL is ever written."""
+    lines: list[str] = []
+
+    class Recorder:
+        def __getattr__(self, level: str) -> Any:
+            return lambda *args, **kwargs: lines.append(f"{level}: {args} {kwargs}")
+
+    import diracx_bridge.adapters._base as base
+    import diracx_bridge.adapters.sandbox_store as module
+
+    recorder = Recorder()
+    for owner in (log, module, base):
+        monkeypatch.setattr(owner, "logger", functools.partial(lambda r: r, recorder))
+    return lines
+
+
+def make_adapter(proxy: Path, *, legacy_fallback: bool = False) -> SandboxStoreAdapter:
+    route = diracx_route(proxy, SERVICE, legacy_fallback=legacy_fallback)
+    return SandboxStoreAdapter(route, lambda: pytest.fail("the legacy service was asked"), SERVICE, {})
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[str]:
+    (tmp_path / "in").mkdir()
+    a = tmp_path / "in" / "a.txt"
+    a.write_text("alpha\n")
+    d = tmp_path / "in" / "dir"
+    d.mkdir()
+    (d / "b.bin").write_bytes(os.urandom(5000))
+    return [str(a), str(d)]
+
+
+def extracted(data: bytes) -> dict[str, bytes]:
+    import zstandard
+
+    out: dict[str, bytes] = {}
+    with (
+        zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
+        for member in tar:
+            if member.isfile():
+                out[member.name] = tar.extractfile(member).read()  # type: ignore[union-attr]
+    return out
+
+
+# --- the adapter is found ------------------------------------------------------------------------------
+
+
+def test_the_registry_finds_the_sandbox_store_adapter() -> None:
+    assert adapter_for(SERVICE) is SandboxStoreAdapter
+    assert set(SandboxStoreAdapter.served()) >= {"getSandboxesAssignedToEntity"}
+
+
+# --- upload -------------------------------------------------------------------------------------------
+
+
+def test_upload_sends_a_sha256_zst_archive_to_s3_without_the_token(
+    proxy: Path, store: FakeStore, files: list[str]
+) -> None:
+    result = make_adapter(proxy).upload_files(files)
+    assert result["OK"], result
+    location = result["Value"]
+    assert location.startswith(f"SB:{SE}|/S3/")
+    (sent,) = store.diracx.requests_to("/api/jobs/sandbox")
+    stored = store.objects[location.split("|")[1]]
+    assert sent.body == {
+        "checksum_algorithm": "sha256",
+        "checksum": hashlib.sha256(stored).hexdigest(),
+        "size": len(stored),
+        "format": "tar.zst",
+    }
+    (upload,) = store.s3_requests
+    assert "authorization" not in upload.headers  # the bearer token never goes to S3
+    assert upload.headers["content-length"] == str(len(upload.content))
+    assert extracted(stored) == {"a.txt": b"alpha\n", "dir/b.bin": Path(files[1], "b.bin").read_bytes()}
+    # As legacy: the key names the local archive, removed once stored.
+    assert not os.path.exists(result["SandboxFileName"])
+    assert not os.path.exists(os.path.dirname(result["SandboxFileName"]))
+
+
+def test_upload_multipart_body_is_streamed_from_the_file(
+    proxy: Path, store: FakeStore, files: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx streams a file field in 64 KiB reads, with a Content-Length from fstat: never the whole body."""
+    from httpx._multipart import FileField, MultipartStream
+
+    seen: list[Any] = []
+    inner = store.transport()
+
+    class Inspecting(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            # Before MockTransport reads it: what the real transport would send, chunk by chunk.
+            assert isinstance(request.stream, MultipartStream)
+            file_field = request.stream.fields[-1]
+            assert isinstance(file_field, FileField) and file_field.name == "file"  # S3 wants the file last
+            seen.append(type(file_field.file))
+            chunks = [len(chunk) for chunk in file_field.render_data()]
+            assert max(chunks) <= FileField.CHUNK_SIZE
+            assert int(request.headers["content-length"]) > 0
+            return inner.handle_request(request)
+
+    monkeypatch.setattr(_sandbox, "transport", Inspecting())
+    _sandbox.forget_clients()
+    assert make_adapter(proxy).upload_files(files)["OK"]
+    assert seen == [io.BufferedReader]
+
+
+def test_stringio_is_stored_as_job_description_as_legacy(proxy: Path, store: FakeStore) -> None:
+    result = make_adapter(proxy).upload_files([io.StringIO("<xml/>"), "lfn:/vo/ignored"])
+    assert result["OK"], result
+    assert extracted(store.objects[result["Value"].split("|")[1]]) == {"jobDescription.xml": b"<xml/>"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("notalist",), "fileList must be a list or tuple!"),
+        ((["/nonexistent/x"],), "Failed to locate files: /nonexistent/x"),
+        (([42],), "Objects of type <class 'int'> can't be part of InputSandbox"),
+        (([], 0, {"Job:1": "Both"}), "Invalid sandbox type Both"),
+    ],
+)
+def test_legacy_argument_refusals_word_for_word_and_nothing_sent(
+    proxy: Path, store: FakeStore, args: tuple[Any, ...], message: str
+) -> None:
+    result = make_adapter(proxy).upload_files(*args)
+    assert not result["OK"]
+    assert result["Message"] == message
+    assert store.diracx.sent == [] and store.s3_requests == []
+
+
+def test_size_limit_is_legacy_s_error_with_the_archive_kept(proxy: Path, store: FakeStore, files: list[str]) -> None:
+    result = make_adapter(proxy).upload_files(files, 10)
+    assert result["Message"] == "Size over the limit"
+    assert os.path.isfile(result["SandboxFileName"])  # the JobWrapper uploads it to grid storage
+    assert store.diracx.sent == []
+
+
+def test_output_assignment_after_s3_confirmed(proxy: Path, store: FakeStore, files: list[str]) -> None:
+    result = make_adapter(proxy).upload_files(files, 0, {"Job:7": "Output"})
+    assert result["OK"], result
+    (patch,) = store.diracx.requests_to("/api/jobs/7/sandbox/output")
+    assert patch.body == result["Value"].split("|")[1]  # the bare PFN: DiracX's pattern refuses some SE names
+    assert store.assigned[7]["Output"] == [patch.body]
+    assert [r.path for r in store.diracx.sent if r.path.startswith("/api/jobs")] == [
+        "/api/jobs/sandbox",
+        "/api/jobs/7/sandbox/output",
+    ]
+
+
+def test_already_stored_sandbox_is_not_sent_again(proxy: Path, store: FakeStore) -> None:
+    payload = io.StringIO("same")
+    adapter = make_adapter(proxy)
+    first = adapter.upload_files([payload])
+    store.s3_requests.clear()
+    # The same bytes (zstd is deterministic; the tar of a StringIO has no mtime).
+    second = make_adapter(proxy).upload_files([io.StringIO("same")], 0, {"Job:3": "Output"})
+    assert second["OK"] and second["Value"] == first["Value"]
+    assert store.s3_requests == []
+    assert store.assigned[3]["Output"] == [first["Value"].split("|")[1]]
+
+
+@pytest.mark.parametrize("assign", [{"Job:5": "Input"}, {"Transformation:5": "Output"}])
+def test_input_or_non_job_assignment_is_refused_before_any_upload(
+    proxy: Path, store: FakeStore, files: list[str], assign: dict[str, str]
+) -> None:
+    result = make_adapter(proxy).upload_files(files, 0, assign)
+    assert not result["OK"]
+    assert result["Errno"] == errno.ENOTSUP
+    assert "LegacyFallback" in result["Message"] and "InputSandbox" in result["Message"]
+    assert store.diracx.sent == [] and store.s3_requests == []
+
+
+def test_input_assignment_goes_to_legacy_when_the_admin_allows(proxy: Path, store: FakeStore, files: list[str]) -> None:
+    called: list[str] = []
+    answer = make_adapter(proxy, legacy_fallback=True).upload_files(
+        files, 0, {"Job:5": "Input"}, legacy=lambda: called.append("legacy") or {"OK": True, "Value": "SB:x|/y"}
+    )
+    assert called == ["legacy"] and answer["Value"] == "SB:x|/y"
+    assert store.diracx.sent == []
+
+
+def test_too_large_names_diracx_limit_and_legacy_one(proxy: Path, store: FakeStore, files: list[str]) -> None:
+    store.limit = 100
+    result = make_adapter(proxy).upload_files(files)
+    assert not result["OK"]
+    assert result["Errno"] == 1601  # EFILESIZE
+    assert "at most 100 bytes" in result["Message"] and "10 MiB" in result["Message"]
+    assert "lfn:" in result["Message"]
+    assert os.path.isfile(result["SandboxFileName"])
+    assert store.s3_requests == []
+
+
+def test_limit_is_learnt_from_the_server_not_hard_coded(proxy: Path, store: FakeStore, files: list[str]) -> None:
+    """A grid that raises DiracX's limit gets bigger sandboxes through: the bridge refuses nothing itself."""
+    store.limit = 2 * 1024**3
+    big = Path(files[0]).parent / "big.bin"
+    with open(big, "wb") as handle:
+        handle.truncate(1)  # the size the archive claims is what the server judges
+    assert make_adapter(proxy).upload_files([str(big)])["OK"]
+
+
+def test_format_diracx_refuses_is_named_with_the_option(
+    proxy: Path, store: FakeStore, files: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diracx_bridge import settings
+
+    monkeypatch.setattr(settings, "sandbox_settings", lambda read=None: settings.SandboxSettings(format="tar.gz"))
+    result = make_adapter(proxy).upload_files(files)
+    assert not result["OK"]
+    assert "tar.gz" in result["Message"] and "SandboxStore/Format" in result["Message"]
+    assert result["Errno"] == 1004
+    assert store.s3_requests == []
+
+
+def test_expired_upload_url_is_retried_once_with_a_fresh_one(
+    proxy: Path, store: FakeStore, files: list[str], logged: list[str]
+) -> None:
+    store.s3_failures = [expired()]
+    result = make_adapter(proxy, legacy_fallback=False).upload_files(files, 0, {"Job:2": "Output"})
+    assert result["OK"], result
+    assert store.upload_urls_issued == 2
+    assert len(store.s3_requests) == 2
+    assert 2 in store.assigned
+    assert_no_url_secret(logged)
+
+
+def test_expired_twice_is_a_clear_error_and_nothing_assigned(
+    proxy: Path, store: FakeStore, files: list[str], logged: list[str]
+) -> None:
+    store.s3_failures = [expired(), expired()]
+    result = make_adapter(proxy).upload_files(files, 0, {"Job:2": "Output"})
+    assert not result["OK"]
+    assert "Request has expired" in result["Message"] and "refused twice" in result["Message"]
+    assert f"at the sandbox store {S3}" in result["Message"]
+    assert store.diracx.requests_to("/api/jobs/2/sandbox/output") == []
+    assert os.path.isfile(result["SandboxFileName"])
+    assert_no_url_secret(result)
+    assert_no_url_secret(logged)
+
+
+def test_s3_unreachable_is_retried_a_bounded_number_of_times(
+    proxy: Path, store: FakeStore, files: list[str], logged: list[str]
+) -> None:
+    store.s3_failures = [httpx.ConnectError(f"cannot connect to {S3}/sandboxes?X-Amz-Signature={SIGNATURE}")] * 5
+    result = make_adapter(proxy).upload_files(files, 0, {"Job:2": "Output"})
+    assert not result["OK"]
+    assert result["Errno"] == 2001  # ERESUNA
+    assert "after 3 attempts" in result["Message"] and "Nothing was assigned" in result["Message"]
+    assert len(store.s3_requests) == 3
+    assert store.diracx.requests_to("/api/jobs/2/sandbox/output") == []
+    assert_no_url_secret(result)
+    assert_no_url_secret(logged)
+    assert "Traceback" not in str(result)
+
+
+def test_interrupted_upload_is_retried_and_assigned_once(proxy: Path, store: FakeStore, files: list[str]) -> None:
+    store.s3_failures = [httpx.WriteError("connection reset"), httpx.Response(503)]
+    result = make_adapter(proxy).upload_files(files, 0, {"Job:4": "Output"})
+    assert result["OK"], result
+    assert len(store.s3_requests) == 3
+    assert len(store.diracx.requests_to("/api/jobs/4/sandbox/output")) == 1
+
+
+def test_s3_client_error_is_not_retried(proxy: Path, store: FakeStore, files: list[str]) -> None:
+    store.s3_failures = [httpx.Response(400, text="<Error><Code>EntityTooLarge</Code></Error>")]
+    result = make_adapter(proxy).upload_files(files, 0, {"Job:4": "Output"})
+    assert not result["OK"] and "EntityTooLarge" in result["Message"]
+    assert len(store.s3_requests) == 1
+    assert store.diracx.requests_to("/api/jobs/4/sandbox/output") == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, text="not json"),
+        httpx.Response(200, json=["a list"]),
+        httpx.Response(200, json={"url": f"{S3}/b", "fields": {}}),
+        httpx.Response(200, json={"pfn": "SB:SandboxSE|/etc/passwd", "url": f"{S3}/b"}),
+        httpx.Response(200, json={"pfn": f"SB:SandboxSE|{pfn_for('0' * 64)}", "url": "file:///etc/passwd"}),
+        httpx.Response(200, json={"pfn": f"SB:SandboxSE|{pfn_for('0' * 64)}", "url": f"{S3}/b", "fields": {"a": 1}}),
+    ],
+)
+def test_malformed_server_answers_are_errors_and_nothing_goes_to_s3(
+    proxy: Path, store: FakeStore, files: list[str], answer: httpx.Response
+) -> None:
+    store.diracx.overrides[("POST", "/api/jobs/sandbox")] = lambda request: answer
+    result = make_adapter(proxy).upload_files(files, 0, {"Job:4": "Output"})
+    assert not result["OK"]
+    assert result["Errno"] == 2001
+    assert store.s3_requests == []
+    assert os.path.isfile(result["SandboxFileName"])
+
+
+def test_assignment_refused_by_diracx_keeps_the_archive_and_says_so(
+    proxy: Path, store: FakeStore, files: list[str]
+) -> None:
+    store.diracx.overrides[("PATCH", "/api/jobs/4/sandbox/output")] = lambda r: httpx.Response(
+        403, json={"detail": "Forbidden"}
+    )
+    result = make_adapter(proxy).upload_files(files, 0, {"Job:4": "Output"})
+    assert not result["OK"] and result["Errno"] == errno.EPERM
+    assert "job 4" in result["Message"] and "output sandbox" in result["Message"]
+    assert os.path.isfile(result["SandboxFileName"])
+
+
+def test_full_disk_while_writing_the_archive_is_an_s_error(
+    proxy: Path, store: FakeStore, files: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    real_private_dir = _sandbox.private_dir
+    monkeypatch.setattr(_sandbox, "private_dir", lambda: made.append(real_private_dir()) or made[-1])
+
+    def full(self: Any, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_sandbox.HashingWriter, "write", full)
+    result = make_adapter(proxy).upload_files(files)
+    assert not result["OK"]
+    assert result["Errno"] == 1010  # ECTMPF
+    assert "No space left on device" in result["Message"] and "TMPDIR" in result["Message"]
+    assert not os.path.exists(made[0])  # nothing left behind
+    assert store.diracx.sent == []
+
+
+def test_archive_is_never_written_through_a_planted_link(
+    proxy: Path, store: FakeStore, files: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    (trap / f"LDSB.{trap.name}.tar.zst").symlink_to(victim)
+    monkeypatch.setattr(_sandbox, "private_dir", lambda: str(trap))
+    result = make_adapter(proxy).upload_files(files)
+    assert not result["OK"] and result["Errno"] == 1010
+    assert victim.read_text() == "precious"
+    # A hard link (same name, a regular file): O_EXCL refuses it as well.
+    trap.mkdir(exist_ok=True)  # the failed upload removed its directory (never following the link)
+    os.link(victim, trap / f"LDSB.{trap.name}.tar.zst")
+    result = make_adapter(proxy).upload_files(files)
+    assert not result["OK"]
+    assert victim.read_text() == "precious"
+
+
+def test_private_temp_dir_is_0700_and_unpredictable() -> None:
+    first, second = _sandbox.private_dir(), _sandbox.private_dir()
+    try:
+        assert first != second
+        assert os.stat(first).st_mode & 0o777 == 0o700
+    finally:
+        _sandbox.remove_dir(first)
+        _sandbox.remove_dir(second)
+
+
+# --- download -----------------------------------------------------------------------------------------
+
+
+def test_download_in_memory_returns_the_bytes(proxy: Path, store: FakeStore) -> None:
+    data = tar_bytes({"out.txt": b"hello"})
+    location = store.put(data, "tar.bz2")
+    result = make_adapter(proxy).download(location, "", True)
+    assert result == {"OK": True, "Value": data}
+    (get,) = store.s3_requests
+    assert "authorization" not in get.headers
+
+
+def test_download_unpacked_returns_the_extracted_size(proxy: Path, store: FakeStore, tmp_path: Path) -> None:
+    location = store.put(tar_bytes({"out.txt": b"hello", "sub/x.log": b"12345678"}), "tar.bz2")
+    result = make_adapter(proxy).download(location, str(tmp_path / "dest"))
+    assert result["OK"] and result["Value"] == 13
+    assert (tmp_path / "dest" / "sub" / "x.log").read_bytes() == b"12345678"
+
+
+def test_download_packed_returns_the_archive_path(proxy: Path, store: FakeStore, tmp_path: Path) -> None:
+    data = tar_bytes({"out.txt": b"hello"})
+    location = store.put(data, "tar.bz2")
+    result = make_adapter(proxy).download(location, str(tmp_path / "d"), False, False)
+    assert result["OK"]
+    assert Path(result["Value"]).read_bytes() == data
+    assert Path(result["Value"]).name == location.rsplit("/", 1)[1]
+    _sandbox.remove_dir(os.path.dirname(result["Value"]))
+
+
+def test_round_trip_through_the_adapter(proxy: Path, store: FakeStore, files: list[str], tmp_path: Path) -> None:
+    adapter = make_adapter(proxy)
+    location = adapter.upload_files(files)["Value"]
+    result = make_adapter(proxy).download(location, str(tmp_path / "back"))
+    assert result["OK"], result
+    assert (tmp_path / "back" / "a.txt").read_text() == "alpha\n"
+    assert (tmp_path / "back" / "dir" / "b.bin").read_bytes() == Path(files[1], "b.bin").read_bytes()
+
+
+def test_checksum_mismatch_discards_the_download(proxy: Path, store: FakeStore, tmp_path: Path) -> None:
+    location = store.put(tar_bytes({"out.txt": b"hello"}), "tar.bz2")
+    store.objects[location.split("|")[1]] = tar_bytes({"out.txt": b"evil!"})
+    before = set(os.listdir(_sandbox.tempfile.gettempdir()))
+    result = make_adapter(proxy).download(location, str(tmp_path / "d"))
+    assert not result["OK"] and result["Errno"] == 1603  # EBADCKS
+    assert not (tmp_path / "d" / "out.txt").exists()
+    assert {n for n in os.listdir(_sandbox.tempfile.gettempdir()) if n.startswith("diracx-bridge-sb-")} <= before
+
+
+def test_expired_download_url_is_retried_once(proxy: Path, store: FakeStore, logged: list[str]) -> None:
+    data = tar_bytes({"out.txt": b"hello"})
+    location = store.put(data, "tar.bz2")
+    store.s3_failures = [expired()]
+    assert make_adapter(proxy).download(location, "", True) == {"OK": True, "Value": data}
+    assert store.download_urls_issued == 2
+    store.s3_failures = [expired(), expired()]
+    result = make_adapter(proxy).download(location, "", True)
+    assert not result["OK"] and "refused twice" in result["Message"]
+    assert_no_url_secret(result)
+    assert_no_url_secret(logged)
+
+
+def test_interrupted_download_restarts_from_the_beginning(proxy: Path, store: FakeStore) -> None:
+    data = tar_bytes({"out.txt": b"hello" * 1000})
+    location = store.put(data, "tar.bz2")
+    store.s3_failures = [httpx.ReadError("peer closed"), httpx.Response(502)]
+    assert make_adapter(proxy).download(location, "", True) == {"OK": True, "Value": data}
+    assert len(store.s3_requests) == 3
+
+
+def test_sandbox_of_another_user_names_its_owner(proxy: Path, store: FakeStore) -> None:
+    location = store.put(b"x" * 10, "tar.bz2", user="bob", group="bob_group")
+    result = make_adapter(proxy).download(location, "", True)
+    assert not result["OK"] and result["Errno"] == errno.EPERM
+    assert "Not authorized to access sandbox" in result["Message"]
+    assert "user bob (group bob_group" in result["Message"] and "JobAdministrator" in result["Message"]
+    assert store.s3_requests == []
+
+
+def test_invalid_locations_get_legacy_texts(proxy: Path, store: FakeStore) -> None:
+    adapter = make_adapter(proxy)
+    assert adapter.download("nope")["Message"] == "Invalid sandbox URL"
+    assert adapter.download("SB:noseparator")["Message"] == "Invalid sandbox URL"
+    assert store.diracx.sent == []
+
+
+def hostile(kind: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:bz2") as tar:
+        if kind == "dotdot":
+            info = tarfile.TarInfo("../../escaped.txt")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        elif kind == "absolute":
+            info = tarfile.TarInfo("/tmp/diracx-bridge-absolute-escape.txt")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        elif kind == "symlink":
+            link = tarfile.TarInfo("link")
+            link.type, link.linkname = tarfile.SYMTYPE, "../.."
+            tar.addfile(link)
+            info = tarfile.TarInfo("link/escaped.txt")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+        elif kind == "device":
+            dev = tarfile.TarInfo("dev")
+            dev.type = tarfile.CHRTYPE
+            tar.addfile(dev)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "symlink", "device"])
+def test_hostile_archive_writes_nothing_outside_the_destination(
+    proxy: Path, store: FakeStore, tmp_path: Path, kind: str
+) -> None:
+    location = store.put(hostile(kind), "tar.bz2")
+    dest = tmp_path / "a" / "b" / "dest"
+    result = make_adapter(proxy).download(location, str(dest))
+    assert not result["OK"], result
+    assert result["Errno"] == 1004
+    assert "outside the destination" in result["Message"]
+    assert not (tmp_path / "a" / "escaped.txt").exists()
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not Path("/tmp/diracx-bridge-absolute-escape.txt").exists()
+
+
+def test_absolute_member_names_land_inside_the_destination(proxy: Path, store: FakeStore, tmp_path: Path) -> None:
+    """tarfile's data filter makes absolute names relative: extracted under the destination, not at the root."""
+    location = store.put(hostile("absolute"), "tar.bz2")
+    result = make_adapter(proxy).download(location, str(tmp_path / "dest"))
+    assert result["OK"], result
+    assert (tmp_path / "dest" / "tmp" / "diracx-bridge-absolute-escape.txt").read_bytes() == b"evil"
+    assert not Path("/tmp/diracx-bridge-absolute-escape.txt").exists()
+
+
+def test_broken_archive_is_legacy_could_not_open_bundle(proxy: Path, store: FakeStore, tmp_path: Path) -> None:
+    location = store.put(b"this is no tar at all", "tar.bz2")
+    result = make_adapter(proxy).download(location, str(tmp_path))
+    assert not result["OK"] and result["Message"].startswith("Could not open bundle:")
+
+
+# --- the RPC --------------------------------------------------------------------------------------------
+
+
+def test_job_sandboxes_are_prefixed_and_empty_types_omitted(proxy: Path, store: FakeStore) -> None:
+    s3 = pfn_for("a" * 64)
+    store.assigned[9] = {"Input": [s3, "/SandBox/a/alice.dirac_user/abc/def/abcdef.tar.bz2"]}
+    result = make_adapter(proxy).getSandboxesAssignedToEntity("Job:9")
+    assert result["OK"], result
+    assert result["Value"] == {
+        "Input": [f"SB:{SE}|{s3}", "SB:SandboxSE|/SandBox/a/alice.dirac_user/abc/def/abcdef.tar.bz2"]
+    }
+    assert "rpcStub" in result
+
+
+def test_job_of_another_user_answers_as_legacy_an_empty_dict(proxy: Path, store: FakeStore) -> None:
+    store.owner_of_job[8] = "bob"
+    assert make_adapter(proxy).getSandboxesAssignedToEntity("Job:8")["Value"] == {}
+
+
+def test_non_job_entity_is_not_served(proxy: Path, store: FakeStore) -> None:
+    result = make_adapter(proxy).getSandboxesAssignedToEntity("Transformation:3")
+    assert not result["OK"] and result["Errno"] == errno.ENOTSUP
+    assert "LegacyFallback" in result["Message"]
+    assert store.diracx.sent == []
+
+
+def test_rpc_type_check_as_legacy(proxy: Path, store: FakeStore) -> None:
+    result = make_adapter(proxy).getSandboxesAssignedToEntity(9)
+    assert not result["OK"]
+    assert store.diracx.sent == []
+
+
+# --- the bridge in DIRAC's own SandboxStoreClient (the class hooks) ---------------------------------------
+
+
+@pytest.fixture
+def sbc_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """DIRAC's SandboxStoreClient module without the bridge's hooks (restored as it was afterwards)."""
+    import DIRAC.WorkloadManagementSystem.Client.SandboxStoreClient as module
+
+    from diracx_bridge import sandbox_client
+    from diracx_bridge.proxy_token_exchange import hooks
+
+    was_installed = hooks.status().get(sandbox_client.HOOKS[1].label) == "installed"
+    hooks.uninstall(sandbox_client.HOOKS)
+    yield module
+    hooks.uninstall(sandbox_client.HOOKS)
+    if was_installed:
+        hooks.install(sandbox_client.HOOKS)
+
+
+def switch_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As DIRAC's own comparison tests switch a service: its ``useLegacyAdapter`` says yes."""
+    monkeypatch.setattr("DIRAC.Core.Tornado.Client.ClientSelector.useLegacyAdapter", lambda name: True)
+
+
+def test_without_the_bridge_dirac_raises_into_the_caller(
+    sbc_module: Any, files: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DIRAC 9.1.22 with the switch on: NotImplementedError escapes uploadFilesAsSandbox (spec §5 row 23)."""
+    switch_on(monkeypatch)
+    with pytest.raises(NotImplementedError, match="no diracxClient is provided"):
+        sbc_module.SandboxStoreClient().uploadFilesAsSandbox(files)
+
+
+def install(sbc_module: Any) -> None:
+    from diracx_bridge import sandbox_client
+    from diracx_bridge.proxy_token_exchange import hooks
+
+    hooks.install(sandbox_client.HOOKS)
+    for hook in sandbox_client.HOOKS:
+        assert hooks.status()[hook.label] == "installed"
+
+
+def test_with_the_bridge_a_diracx_route_uploads_through_the_adapter(
+    sbc_module: Any, proxy: Path, store: FakeStore, files: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diracx_bridge import routing
+
+    switch_on(monkeypatch)
+    install(sbc_module)
+    decided: list[Any] = []
+    monkeypatch.setattr(
+        routing, "decide", lambda url, kwargs, **_: decided.append((url, kwargs)) or diracx_route(proxy, SERVICE)
+    )
+    client = sbc_module.SandboxStoreClient(proxyLocation=str(proxy))
+    result = client.uploadFilesAsSandbox(files, 0, {"Job:6": "Output"})
+    assert result["OK"], result
+    assert decided == [(SERVICE, {"proxyLocation": str(proxy)})]  # the client's own credentials decide
+    assert store.assigned[6]["Output"] == [result["Value"].split("|")[1]]
+    assert client.downloadSandbox(result["Value"], "", True)["OK"]
+
+
+def test_with_the_bridge_a_legacy_route_uses_the_legacy_transfer_service_not_an_exception(
+    sbc_module: Any, files: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Switch on, but this caller is routed to legacy (a disabled VO, a host identity): DIRAC's DISET transfer."""
+    from diracx_bridge import routing
+    from diracx_bridge.adapters import Route
+
+    switch_on(monkeypatch)
+    install(sbc_module)
+    monkeypatch.setattr(routing, "decide", lambda url, kwargs, **_: Route(False, "VO x is in DisabledVOs"))
+    sent: list[Any] = []
+
+    class LegacyTransfer:
+        def sendFile(self, path: str, ident: Any) -> dict[str, Any]:
+            sent.append(ident)
+            return {"OK": True, "Value": "SB:SandboxSE|/SandBox/a/b.tar.bz2"}
+
+    monkeypatch.setattr(routing, "legacy_transfer_client", lambda url, https, kwargs: LegacyTransfer())
+    result = sbc_module.SandboxStoreClient().uploadFilesAsSandbox(files)
+    assert result["Value"] == "SB:SandboxSE|/SandBox/a/b.tar.bz2"
+    assert sent and sent[0][0].endswith(".tar.bz2")  # DIRAC's own md5 name, DIRAC's own code
+
+
+def test_a_sandbox_in_the_legacy_store_is_served_by_dirac_own_code(
+    sbc_module: Any, proxy: Path, store: FakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diracx_bridge import routing
+
+    switch_on(monkeypatch)
+    install(sbc_module)
+    monkeypatch.setattr(routing, "decide", lambda url, kwargs, **_: diracx_route(proxy, SERVICE))
+    asked: list[tuple[str, str]] = []
+
+    class LegacySE:
+        def __init__(self, name: str, vo: Any = None) -> None:
+            self.name = name
+
+        def getFile(self, pfn: str, localPath: str) -> dict[str, Any]:
+            asked.append((self.name, pfn))
+            return {"OK": True, "Value": {"Successful": {pfn: 1}, "Failed": {}}}
+
+    monkeypatch.setattr(sbc_module, "StorageElement", LegacySE)
+    monkeypatch.setattr(sbc_module, "returnSingleResult", lambda r: {"OK": False, "Message": "legacy SE asked"})
+    result = sbc_module.SandboxStoreClient().downloadSandbox("SB:ProductionSandboxSE|/SandBox/a/x.tar.bz2")
+    assert result["Message"] == "legacy SE asked"
+    assert asked == [("ProductionSandboxSE", "/SandBox/a/x.tar.bz2")]
+    assert store.diracx.sent == []
+
+
+def test_download_sandbox_for_job_is_dirac_own_method_over_the_adapter(
+    sbc_module: Any, proxy: Path, store: FakeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diracx_bridge import routing
+
+    switch_on(monkeypatch)
+    install(sbc_module)
+    monkeypatch.setattr(routing, "decide", lambda url, kwargs, **_: diracx_route(proxy, SERVICE))
+    old = tar_bytes({"o.txt": b"old"})
+    new = tar_bytes({"o.txt": b"newer"})
+    store.assigned[5] = {"Output": [store.put(old, "tar.bz2").split("|")[1], store.put(new, "tar.bz2").split("|")[1]]}
+    client = sbc_module.SandboxStoreClient(rpcClient=make_adapter(proxy))
+    assert client.downloadSandboxForJob(5, "Output", "", True) == {"OK": True, "Value": new}  # the newest
+    listed = client.downloadSandboxForJob(5, "Output", str(tmp_path / "d"))
+    assert listed["OK"] and listed["Value"] == [3, 5]
+    missing = client.downloadSandboxForJob(5, "Input")
+    assert missing["Message"].startswith("No Input sandbox found for job 5. Possible causes are")
+
+
+def test_deactivate_restores_dirac_exactly(sbc_module: Any) -> None:
+    from DIRAC.Core.Tornado.Client.ClientSelector import TransferClientSelector
+
+    from diracx_bridge import activation
+
+    cls = sbc_module.SandboxStoreClient
+    originals = (vars(cls)["uploadFilesAsSandbox"], vars(cls)["downloadSandbox"], sbc_module.TransferClient)
+    assert originals[2] is TransferClientSelector
+    install(sbc_module)
+    assert vars(cls)["uploadFilesAsSandbox"] is not originals[0]
+    assert sbc_module.TransferClient is not TransferClientSelector
+    activation.deactivate()
+    assert (vars(cls)["uploadFilesAsSandbox"], vars(cls)["downloadSandbox"], sbc_module.TransferClient) == originals
+
+
+def test_disabled_by_environment_installs_nothing(sbc_module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from diracx_bridge import activation
+
+    if activation.status()["active"]:
+        pytest.skip("the bridge was activated earlier in this process")
+    cls = sbc_module.SandboxStoreClient
+    before = vars(cls)["uploadFilesAsSandbox"]
+    monkeypatch.setenv("DIRACX_BRIDGE_DISABLE", "1")
+    assert activation.activate() is False
+    assert vars(cls)["uploadFilesAsSandbox"] is before
+    from DIRAC.Core.Tornado.Client.ClientSelector import TransferClientSelector
+
+    assert sbc_module.TransferClient is TransferClientSelector
+
+
+def test_a_routing_failure_leaves_dirac_own_method(
+    sbc_module: Any, proxy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diracx_bridge import routing, sandbox_client
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("CS exploded")
+
+    monkeypatch.setattr(routing, "decide", broken)
+    assert sandbox_client.adapter_of(sbc_module.SandboxStoreClient()) is None
+
+
+def test_an_explicit_transfer_client_is_kept_for_uploads(
+    sbc_module: Any, proxy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diracx_bridge import routing, sandbox_client
+
+    monkeypatch.setattr(routing, "decide", lambda url, kwargs, **_: diracx_route(proxy, SERVICE))
+    client = sbc_module.SandboxStoreClient(transferClient=object())
+    assert sandbox_client.adapter_of(client, for_upload=True) is None
+    assert isinstance(sandbox_client.adapter_of(client), SandboxStoreAdapter)
