@@ -73,6 +73,10 @@ class SandboxTraffic:
                 moved += r.bytes_in if method == "POST" else r.bytes_out
         return moved
 
+    def legacy_calls(self, method: str) -> list[LegacyCall]:
+        """RPCs the legacy services ran (``getSandboxesAssignedToEntity``...)."""
+        return [c for c in self.legacy if c.method == method]
+
     def s3_requests(self, method: str) -> list[S3Request]:
         return [r for r in self.s3 if r.method == method]
 
