@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from sandboxes import (
@@ -85,9 +84,21 @@ def sandboxes_of(grid, job: int) -> list[tuple[str, str]]:
 
 def s3_object(grid, pfn: str) -> bytes | None:
     """The object behind a DiracX PFN, read from moto directly (not through the front), or None."""
-    key = pfn.split(f"/S3/{SANDBOX_BUCKET}/", 1)[1]
-    r = httpx.get(f"{grid.diracx.s3_url}/{SANDBOX_BUCKET}/{key}", timeout=30)
-    return r.content if r.status_code == 200 else None
+    import boto3
+    from botocore.exceptions import ClientError
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=grid.diracx.s3_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    try:
+        body = s3.get_object(Bucket=SANDBOX_BUCKET, Key=pfn.split(f"/S3/{SANDBOX_BUCKET}/", 1)[1])["Body"]
+    except ClientError:
+        return None
+    return bytes(body.read())
 
 
 def test_format_diracx_refuses(gs, grid, user, tmp_path):
