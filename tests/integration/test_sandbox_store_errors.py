@@ -10,6 +10,7 @@ or in what the DIRAC process logged. Over DiracX's size limit: ``test_sandbox_st
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,7 +184,8 @@ def test_interrupted_upload_is_retried_and_assigned_once(gs, grid, user, front, 
     assert res["OK"], res
     assert [(r.status, r.fault) for r in seen.s3_requests("POST")] == [(0, "cut"), (204, None)], seen.s3
     assert sandboxes_of(grid, job) == [("Output", res["Value"].split("|", 1)[1])]
-    assert s3_object(grid, res["Value"]) is not None
+    stored = s3_object(grid, res["Value"])
+    assert stored is not None and hashlib.sha256(stored).hexdigest() == DIRACX_PFN.match(res["Value"]).group("sha")
 
 
 def test_upload_interrupted_every_time_assigns_nothing(gs, grid, user, front, tmp_path):
