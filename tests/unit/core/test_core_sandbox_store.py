@@ -753,3 +753,45 @@ def test_an_explicit_transfer_client_is_kept_for_uploads(
     client = sbc_module.SandboxStoreClient(transferClient=object())
     assert sandbox_client.adapter_of(client, for_upload=True) is None
     assert isinstance(sandbox_client.adapter_of(client), SandboxStoreAdapter)
+
+
+SUBPROCESS = """
+import json, sys
+from DIRAC.Core.Utilities.Extensions import extensionsByPriority
+extensionsByPriority()  # what every DIRAC script does first: the bridge activates here
+from DIRAC.ConfigurationSystem.Client.ConfigurationData import gConfigurationData
+gConfigurationData.setOptionInCFG("/DiracX/FutureClientEnabled/WorkloadManagement/SandboxStore", "yes")
+gConfigurationData.setOptionInCFG("/DiracX/URL", "http://127.0.0.1:9")
+import DIRAC.WorkloadManagementSystem.Client.SandboxStoreClient as m  # imported after: the finder patches it
+try:
+    result = m.SandboxStoreClient().uploadFilesAsSandbox([sys.argv[1]])
+    answer = {"OK": result["OK"], "Errno": result.get("Errno"), "Message": result.get("Message", "")}
+except Exception as exc:
+    answer = {"raised": repr(exc)}
+print(json.dumps(answer))
+"""
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_in_a_real_dirac_process_switch_on_is_an_s_error_not_an_exception(tmp_path: Path, disabled: bool) -> None:
+    """The activation's meta-path hook patches the class when DIRAC imports it; DIRACX_BRIDGE_DISABLE undoes all."""
+    import json
+    import subprocess
+    import sys
+
+    payload = tmp_path / "payload.txt"
+    payload.write_text("x")
+    env = {
+        **os.environ,
+        "X509_USER_PROXY": str(tmp_path / "no-proxy"),
+        "DIRACX_BRIDGE_DISABLE": "1" if disabled else "",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", SUBPROCESS, str(payload)], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    answer = json.loads(out.strip().splitlines()[-1])
+    if disabled:  # DIRAC's own behaviour, exactly
+        assert "NotImplementedError" in answer["raised"]
+    else:
+        assert answer["OK"] is False and answer["Errno"] == 1101  # EPROXYFIND: what to do, not a traceback
+        assert "run dirac-proxy-init" in answer["Message"]
