@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import re
 import shutil
@@ -175,6 +176,25 @@ class ExpiredOrRefused(Exception):
         super().__init__(cause)
         self.cause = cause
 
+
+class _PresignedURLFilter(logging.Filter):
+    """Keeps presigned URLs out of httpx's own request log ("HTTP Request: GET <url> ...").
+
+    httpx logs every request's full URL at INFO through the standard ``logging`` module; a process
+    that turns that on (a debugging admin, pytest) would otherwise write the signature of every
+    sandbox download. Only records carrying a presigned URL are rewritten.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any("X-Amz-" in str(arg) for arg in record.args):
+            record.args = tuple(
+                f"{where(str(arg))}/<presigned URL>" if "X-Amz-" in str(arg) else arg for arg in record.args
+            )
+        return True
+
+
+_url_filter = _PresignedURLFilter()
+logging.getLogger("httpx").addFilter(_url_filter)
 
 _clients: dict[tuple[int, bool], httpx.Client] = {}
 _clients_lock = threading.Lock()

@@ -462,6 +462,36 @@ def test_expired_download_url_is_retried_once(proxy: Path, store: FakeStore, log
     assert_no_url_secret(logged)
 
 
+def test_httpx_own_request_log_never_shows_the_presigned_url(
+    proxy: Path, store: FakeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    location = store.put(tar_bytes({"out.txt": b"hello"}), "tar.bz2")
+    with caplog.at_level(logging.DEBUG):
+        assert make_adapter(proxy).download(location, "", True)["OK"]
+    assert "HTTP Request: GET http://s3.test:9000/<presigned URL>" in caplog.text
+    assert_no_url_secret(caplog.text)
+
+
+def test_s3_client_uses_the_bridge_tls_context_for_https_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    from diracx_bridge import tls
+
+    asked: list[str] = []
+    context = ssl.create_default_context()
+    monkeypatch.setattr(tls, "verify_for", lambda url: asked.append(url) or context)
+    monkeypatch.setattr(_sandbox, "transport", None)
+    _sandbox.forget_clients()
+    try:
+        client = _sandbox.s3_client("https://s3.example.org/bucket?X-Amz-Signature=x", 30)
+        assert asked == ["https://s3.example.org/bucket?X-Amz-Signature=x"]
+        assert client.auth is None and "authorization" not in client.headers
+    finally:
+        _sandbox.forget_clients()
+
+
 def test_interrupted_download_restarts_from_the_beginning(proxy: Path, store: FakeStore) -> None:
     data = tar_bytes({"out.txt": b"hello" * 1000})
     location = store.put(data, "tar.bz2")
@@ -565,6 +595,15 @@ def test_non_job_entity_is_not_served(proxy: Path, store: FakeStore) -> None:
     assert not result["OK"] and result["Errno"] == errno.ENOTSUP
     assert "LegacyFallback" in result["Message"]
     assert store.diracx.sent == []
+
+
+def test_status_notes_for_a_caller() -> None:
+    from diracx_bridge.identity import Caller, CallerKind
+
+    user = Caller(CallerKind.PROXY)
+    assert any("JobSharing" in n for n in SandboxStoreAdapter.caller_notes(user, ["NormalUser"]))
+    assert any("lacks NormalUser" in n for n in SandboxStoreAdapter.caller_notes(user, ["GenericPilot"]))
+    assert SandboxStoreAdapter.caller_notes(Caller(CallerKind.HOST), []) == []
 
 
 def test_rpc_type_check_as_legacy(proxy: Path, store: FakeStore) -> None:
