@@ -54,6 +54,8 @@ TEMP_PREFIX = "diracx-bridge-sb-"
 transport: httpx.BaseTransport | None = None
 
 _SHA256_IN_PFN = re.compile(r"/sha256:([0-9a-f]{64})\.[a-z0-9.]+$")
+#: A presigned S3 URL's query: SigV4 (X-Amz-Signature...) or SigV2 (Signature=, AWSAccessKeyId=).
+_PRESIGNED = re.compile(r"(?i)[?&](x-amz-[a-z-]+|signature|awsaccesskeyid)=")
 _S3_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
 _S3_MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
 
@@ -186,9 +188,9 @@ class _PresignedURLFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any("X-Amz-" in str(arg) for arg in record.args):
+        if isinstance(record.args, tuple) and any(_PRESIGNED.search(str(arg)) for arg in record.args):
             record.args = tuple(
-                f"{where(str(arg))}/<presigned URL>" if "X-Amz-" in str(arg) else arg for arg in record.args
+                f"{where(str(arg))}/<presigned URL>" if _PRESIGNED.search(str(arg)) else arg for arg in record.args
             )
         return True
 
