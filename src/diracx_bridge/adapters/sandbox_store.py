@@ -259,6 +259,7 @@ class SandboxStoreAdapter(Adapter):
                 "POST",
                 "/api/jobs/sandbox",
                 json={**info, "format": archive.format},
+                idempotent=True,  # same checksum, same owner: the same PFN, registered once
                 action=doing,
                 requires="the NormalUser property",
             ).json()
@@ -287,13 +288,20 @@ class SandboxStoreAdapter(Adapter):
         """PATCH /api/jobs/{id}/sandbox/output, after S3 confirmed the object."""
         job_id = int(entity.split(":", 1)[1])
         short = pfn.split("|", 1)[1]  # DiracX's PFN pattern refuses SE names with digits, '-' or '_'
-        self.session.request(
-            "PATCH",
-            f"/api/jobs/{job_id}/sandbox/output",
-            json=short,
-            action=f"assigning the stored sandbox {pfn} to job {job_id} as its output sandbox",
-            requires="JobAdministrator, or the job's owner",
-        )
+        try:
+            self.session.request(
+                "PATCH",
+                f"/api/jobs/{job_id}/sandbox/output",
+                json=short,
+                action=f"assigning the stored sandbox {pfn} to job {job_id} as its output sandbox",
+                requires="JobAdministrator, or the job's owner",
+            )
+        except errors.DiracXRejected as exc:
+            # The same sandbox is already the job's output sandbox (a retried upload): the state asked for.
+            if exc.status == 400 and "already assigned" in exc.detail.lower():
+                logger().debug(f"sandbox already assigned to job {job_id}", pfn)
+                return
+            raise
 
     def download(  # noqa: PLR0911 - legacy's three Value shapes, and one answer per kind of failure
         self,

@@ -196,6 +196,38 @@ def test_output_assignment_after_s3_confirmed(proxy: Path, store: FakeStore, fil
     ]
 
 
+def test_an_upload_retried_for_a_job_already_holding_it_succeeds(
+    proxy: Path, store: FakeStore, files: list[str]
+) -> None:
+    store.diracx.overrides[("PATCH", "/api/jobs/4/sandbox/output")] = lambda r: httpx.Response(
+        400, json={"detail": "Sandbox already assigned"}
+    )
+    assert make_adapter(proxy).upload_files(files, 0, {"Job:4": "Output"})["OK"]
+
+
+def test_a_missing_object_on_download_is_a_clear_error(proxy: Path, store: FakeStore) -> None:
+    location = store.put(b"x", "tar.bz2")
+    del store.objects[location.split("|")[1]]
+    result = make_adapter(proxy).download(location, "", True)
+    assert not result["OK"] and "NoSuchKey" in result["Message"]
+    assert "assigned" not in result["Message"]
+
+
+def test_a_server_without_the_upload_route_refuses_before_anything_is_sent_to_s3(
+    proxy: Path, store: FakeStore, files: list[str]
+) -> None:
+    from core_test_helpers import openapi_document
+
+    from diracx_bridge import capabilities
+
+    routes = capabilities.ROUTES - {capabilities.SANDBOX_UPLOAD}
+    store.diracx.overrides[("GET", "/api/openapi.json")] = lambda r: httpx.Response(200, json=openapi_document(routes))
+    result = make_adapter(proxy).upload_files(files)
+    assert not result["OK"] and result["Errno"] == errno.ENOTSUP
+    assert "POST /api/jobs/sandbox" in result["Message"] and "LegacyFallback" in result["Message"]
+    assert store.s3_requests == [] and store.diracx.requests_to("/api/jobs/sandbox") == []
+
+
 def test_already_stored_sandbox_is_not_sent_again(proxy: Path, store: FakeStore) -> None:
     payload = io.StringIO("same")
     adapter = make_adapter(proxy)
