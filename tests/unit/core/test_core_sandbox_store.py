@@ -547,6 +547,25 @@ def test_interrupted_download_restarts_from_the_beginning(proxy: Path, store: Fa
     assert len(store.s3_requests) == 3
 
 
+def test_full_disk_while_downloading_is_an_s_error_and_nothing_left(
+    proxy: Path, store: FakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    location = store.put(tar_bytes({"out.txt": b"hello"}), "tar.bz2")
+    made: list[str] = []
+    real_private_dir = _sandbox.private_dir
+    monkeypatch.setattr(_sandbox, "private_dir", lambda: made.append(real_private_dir()) or made[-1])
+
+    class Full(io.BytesIO):
+        def write(self, data: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_sandbox, "create_exclusive", lambda path: Full())
+    result = make_adapter(proxy).download(location, "", True)
+    assert not result["OK"] and result["Errno"] == 1010
+    assert "No space left on device" in result["Message"]
+    assert not os.path.exists(made[0])
+
+
 def test_sandbox_of_another_user_names_its_owner(proxy: Path, store: FakeStore) -> None:
     location = store.put(b"x" * 10, "tar.bz2", user="bob", group="bob_group")
     result = make_adapter(proxy).download(location, "", True)
