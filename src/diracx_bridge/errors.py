@@ -409,9 +409,10 @@ class SandboxStorageError(SandboxError):
 
     def __init__(self, doing: str, where: str, cause: str, *, attempts: int = 1) -> None:
         tried = f" after {attempts} attempts" if attempts > 1 else ""
+        kept = " Nothing was assigned to any job;" if doing.startswith("Uploading") else ""
         super().__init__(
-            f"{doing} failed at the sandbox store {where}{tried} ({cause}). Nothing was assigned to any job; "
-            "retry later, and if it persists ask the DiracX administrators to check the S3 store"
+            f"{doing} failed at the sandbox store {where}{tried} ({cause}).{kept} Retry later, and if it "
+            "persists ask the DiracX administrators to check the S3 store"
         )
 
 

@@ -26,7 +26,7 @@ import io
 import os
 import re
 import tarfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 from DIRACCommon.Core.Utilities.ReturnValues import S_ERROR, S_OK
@@ -36,6 +36,7 @@ from diracx_bridge import settings as cs
 from diracx_bridge.adapters import _sandbox
 from diracx_bridge.adapters._base import Adapter, adapted
 from diracx_bridge.capabilities import JOB_SANDBOXES, SANDBOX_ASSIGN_OUTPUT, SANDBOX_DOWNLOAD, SANDBOX_UPLOAD
+from diracx_bridge.identity import Caller, CallerKind
 from diracx_bridge.log import logger
 
 #: Where DiracX keeps sandboxes: ``/S3/<bucket>/<vo>/<group>/<user>/<algorithm>:<checksum>.<format>``.
@@ -85,6 +86,23 @@ class SandboxStoreAdapter(Adapter):
     SERVICE = "WorkloadManagement/SandboxStore"
     #: The legacy handler's RPC surface (``SandboxStoreHandler.types_*``); transfers are not RPCs.
     TYPES: ClassVar[dict[str, list[Any]]] = {"getSandboxesAssignedToEntity": [str]}
+
+    @classmethod
+    def caller_notes(cls, caller: Caller, properties: Collection[str]) -> list[str]:
+        if caller.kind is not CallerKind.PROXY:
+            return []
+        notes = [
+            "uploads and downloads go straight to DiracX's S3 store (presigned URLs); sandboxes still in the "
+            "legacy store are read through the legacy SE, as before",
+            "assigning an input sandbox (assignTo 'Input') or a non-job entity has no DiracX route: legacy with "
+            "LegacyFallback, else refused before uploading",
+        ]
+        admin = "JobAdministrator" in properties
+        if "NormalUser" not in properties and not admin:
+            notes.append("this group lacks NormalUser: DiracX refuses it sandbox uploads and downloads (403)")
+        elif not admin:
+            notes.append("DiracX lets this group read only its own sandboxes (legacy JobSharing is not honoured)")
+        return notes
 
     # --- the RPC ------------------------------------------------------------------------------------
 
@@ -241,6 +259,7 @@ class SandboxStoreAdapter(Adapter):
                 "POST",
                 "/api/jobs/sandbox",
                 json={**info, "format": archive.format},
+                idempotent=True,  # same checksum, same owner: the same PFN, registered once
                 action=doing,
                 requires="the NormalUser property",
             ).json()
@@ -269,13 +288,20 @@ class SandboxStoreAdapter(Adapter):
         """PATCH /api/jobs/{id}/sandbox/output, after S3 confirmed the object."""
         job_id = int(entity.split(":", 1)[1])
         short = pfn.split("|", 1)[1]  # DiracX's PFN pattern refuses SE names with digits, '-' or '_'
-        self.session.request(
-            "PATCH",
-            f"/api/jobs/{job_id}/sandbox/output",
-            json=short,
-            action=f"assigning the stored sandbox {pfn} to job {job_id} as its output sandbox",
-            requires="JobAdministrator, or the job's owner",
-        )
+        try:
+            self.session.request(
+                "PATCH",
+                f"/api/jobs/{job_id}/sandbox/output",
+                json=short,
+                action=f"assigning the stored sandbox {pfn} to job {job_id} as its output sandbox",
+                requires="JobAdministrator, or the job's owner",
+            )
+        except errors.DiracXRejected as exc:
+            # The same sandbox is already the job's output sandbox (a retried upload): the state asked for.
+            if exc.status == 400 and "already assigned" in exc.detail.lower():
+                logger().debug(f"sandbox already assigned to job {job_id}", pfn)
+                return
+            raise
 
     def download(  # noqa: PLR0911 - legacy's three Value shapes, and one answer per kind of failure
         self,
