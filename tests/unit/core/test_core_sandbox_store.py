@@ -918,3 +918,37 @@ def test_streaming_keeps_memory_flat_whatever_the_sandbox_size() -> None:
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["sha_ok"] and seen["size_ok"] and seen["total"] == 64 * 1024 * 1024
     assert seen["growth_kib"] < 24 * 1024, seen
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, text="<html>proxy error page</html>"),
+        httpx.Response(200, json={"expires_in": 300}),
+        httpx.Response(200, json={"url": "file:///etc/shadow", "expires_in": 300}),
+        httpx.Response(200, json=[f"{S3}/b"]),
+    ],
+)
+def test_malformed_download_answers_are_errors_and_nothing_fetched(
+    proxy: Path, store: FakeStore, answer: httpx.Response
+) -> None:
+    location = store.put(tar_bytes({"o": b"x"}), "tar.bz2")
+    store.diracx.overrides[("GET", "/api/jobs/sandbox")] = lambda request: answer
+    result = make_adapter(proxy).download(location, "", True)
+    assert not result["OK"] and result["Errno"] == 2001
+    assert store.s3_requests == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, text="not json"),
+        httpx.Response(200, json=["Input"]),
+        httpx.Response(200, json={"Input": "SB:x|/y"}),
+        httpx.Response(200, json={"Input": [1, 2]}),
+    ],
+)
+def test_malformed_job_sandbox_lists_are_errors(proxy: Path, store: FakeStore, answer: httpx.Response) -> None:
+    store.diracx.overrides[("GET", "/api/jobs/3/sandbox")] = lambda request: answer
+    result = make_adapter(proxy).getSandboxesAssignedToEntity("Job:3")
+    assert not result["OK"] and result["Errno"] == 2001
