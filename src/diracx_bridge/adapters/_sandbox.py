@@ -236,12 +236,20 @@ def s3_error(response: httpx.Response) -> str:
     code = _S3_CODE.search(text)
     message = _S3_MESSAGE.search(text)
     detail = ": ".join(m.group(1) for m in (code, message) if m)
-    return errors.redact(f"HTTP {response.status_code}" + (f": {detail}" if detail else ""))
+    return scrub(f"HTTP {response.status_code}" + (f": {detail}" if detail else ""))
+
+
+_URL = re.compile(r"https?://[^\s'\"<>]+")
+
+
+def scrub(text: str) -> str:
+    """``text`` with every URL cut to its scheme and host, and anything secret-looking redacted."""
+    return errors.redact(_URL.sub(lambda m: where(m.group(0)), text))
 
 
 def _transfer_cause(exc: BaseException) -> str:
-    # httpx's texts name the host at most; redact anyway (a proxy or a library could echo the URL).
-    return errors.redact(f"{type(exc).__name__}: {str(exc) or 'no answer'}")
+    # httpx's texts name the host at most; scrub anyway (a proxy or a library could echo the URL).
+    return scrub(f"{type(exc).__name__}: {str(exc) or 'no answer'}")
 
 
 def _retrying(doing: str, url: str, attempts: int, attempt_once: Callable[[], None]) -> None:

@@ -26,7 +26,7 @@ from sandbox_test_helpers import (
     tar_bytes,
 )
 
-from diracx_bridge import log
+from diracx_bridge import errors, log
 from diracx_bridge.adapters import _sandbox, adapter_for
 from diracx_bridge.adapters.sandbox_store import SandboxStoreAdapter
 
@@ -952,3 +952,20 @@ def test_malformed_job_sandbox_lists_are_errors(proxy: Path, store: FakeStore, a
     store.diracx.overrides[("GET", "/api/jobs/3/sandbox")] = lambda request: answer
     result = make_adapter(proxy).getSandboxesAssignedToEntity("Job:3")
     assert not result["OK"] and result["Errno"] == 2001
+
+
+def test_transfer_exceptions_carry_no_presigned_url(store: FakeStore, tmp_path: Path) -> None:
+    """Neither the message, nor the repr, nor a chained cause (httpx's exception holds the request and its URL)."""
+    url = f"{S3}/sandboxes/k?X-Amz-Signature={SIGNATURE}"
+    store.s3_failures = [httpx.ConnectError(f"refused: {url}")] * 3
+    archive = _sandbox.Archive(str(tmp_path / "a"), "0" * 64, 1, "tar.zst")
+    Path(archive.path).write_bytes(b"x")
+    with pytest.raises(errors.SandboxStorageError) as raised:
+        _sandbox.upload(url, {}, archive, attempts=3, timeout=5)
+    assert_no_url_secret(repr(raised.value))
+    assert_no_url_secret(raised.value.result)
+    assert raised.value.__cause__ is None
+    assert raised.value.__context__ is None or raised.value.__suppress_context__
+    with pytest.raises(errors.SandboxStorageError) as raised:
+        _sandbox.download(url, str(tmp_path / "b"), attempts=1, timeout=5)
+    assert_no_url_secret(repr(raised.value))
