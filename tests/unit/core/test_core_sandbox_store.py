@@ -969,3 +969,26 @@ def test_transfer_exceptions_carry_no_presigned_url(store: FakeStore, tmp_path: 
     with pytest.raises(errors.SandboxStorageError) as raised:
         _sandbox.download(url, str(tmp_path / "b"), attempts=1, timeout=5)
     assert_no_url_secret(repr(raised.value))
+
+
+def test_sandbox_hooks_failing_to_load_never_break_the_activation(
+    sbc_module: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diracx_bridge import activation
+
+    if activation.status()["active"]:
+        pytest.skip("the bridge was activated earlier in this process")
+    monkeypatch.setitem(activation._state, "error", None)
+
+    def broken() -> Any:
+        raise ImportError("zstandard exploded")
+
+    monkeypatch.setattr(activation, "_sandbox_hooks", broken)
+    monkeypatch.delenv("DIRACX_BRIDGE_DISABLE", raising=False)
+    try:
+        assert activation.activate() is True  # the RPC routing and the proxy hooks are in place
+        assert "SandboxStoreClient hooks" in activation.status()["error"]
+        assert "SandboxStoreClient hooks not installed" in capsys.readouterr().err
+    finally:
+        activation.deactivate()
+    assert activation.status()["active"] is False
