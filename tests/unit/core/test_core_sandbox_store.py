@@ -33,6 +33,18 @@ from diracx_bridge.adapters.sandbox_store import SandboxStoreAdapter
 SERVICE = "WorkloadManagement/SandboxStore"
 
 
+@pytest.fixture(autouse=True)
+def _private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Archives kept on failure (SandboxFileName, as legacy) land under the test's own directory, not /tmp."""
+    import tempfile
+
+    directory = tmp_path / "tmpdir"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    monkeypatch.setenv("TMPDIR", str(directory))
+    return directory
+
+
 @pytest.fixture
 def store(diracx: FakeDiracX, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStore]:
     fake = FakeStore(diracx).install()
