@@ -45,6 +45,7 @@ _lock = threading.Lock()
 
 
 def _sandbox_hooks() -> tuple[Any, ...]:
+    """Declared in :mod:`diracx_bridge.sandbox_client`; their replacements load when DIRAC imports the module."""
     from diracx_bridge.sandbox_client import HOOKS
 
     return HOOKS
@@ -82,10 +83,16 @@ def activate() -> bool:
             from diracx_bridge.proxy_token_exchange import hooks
 
             hooks.install()
-            hooks.install(_sandbox_hooks())
         except Exception as exc:  # noqa: BLE001 - routing stays active even if these fail
             _state["error"] = f"proxy hooks: {exc!r}"
             sys.stderr.write(f"diracx-bridge: proxy/token hooks not installed ({exc!r})\n")
+        try:
+            from diracx_bridge.proxy_token_exchange import hooks
+
+            hooks.install(_sandbox_hooks())
+        except Exception as exc:  # noqa: BLE001 - the rest stays active; SandboxStoreClient stays DIRAC's
+            _state["error"] = f"SandboxStoreClient hooks: {exc!r}"
+            sys.stderr.write(f"diracx-bridge: SandboxStoreClient hooks not installed ({exc!r})\n")
         return True
 
 
@@ -127,5 +134,8 @@ def deactivate() -> None:
         from diracx_bridge.proxy_token_exchange import hooks
 
         hooks.uninstall()
-        hooks.uninstall(_sandbox_hooks())
+        try:
+            hooks.uninstall(_sandbox_hooks())
+        except Exception as exc:  # noqa: BLE001 - deactivation must not raise either
+            sys.stderr.write(f"diracx-bridge: SandboxStoreClient hooks not removed ({exc!r})\n")
         _state["active"] = False

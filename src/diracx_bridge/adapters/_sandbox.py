@@ -19,7 +19,9 @@ talks to DiracX's API or knows about DIRAC's ``S_OK``.
 * **Retries** are bounded (``TransferAttempts``) and only for what a retry can fix: no answer, a
   transfer cut off, a 5xx. A 403 (an expired URL) is the caller's to handle with a fresh URL.
 * **Extraction** uses tarfile's ``data`` filter: absolute names, ``..``, links leaving the
-  destination and device files are refused (:class:`~diracx_bridge.errors.UnsafeSandboxArchive`).
+  destination and device files are refused (:class:`~diracx_bridge.errors.UnsafeSandboxArchive`);
+  its realpath-based checks are made again lexically (:func:`_make_room`), as the filter alone
+  is bypassed on Pythons before 3.11.13 (CVE-2025-4517): nothing is written through a link.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import logging
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import threading
@@ -236,12 +240,20 @@ def s3_error(response: httpx.Response) -> str:
     code = _S3_CODE.search(text)
     message = _S3_MESSAGE.search(text)
     detail = ": ".join(m.group(1) for m in (code, message) if m)
-    return errors.redact(f"HTTP {response.status_code}" + (f": {detail}" if detail else ""))
+    return scrub(f"HTTP {response.status_code}" + (f": {detail}" if detail else ""))
+
+
+_URL = re.compile(r"https?://[^\s'\"<>]+")
+
+
+def scrub(text: str) -> str:
+    """``text`` with every URL cut to its scheme and host, and anything secret-looking redacted."""
+    return errors.redact(_URL.sub(lambda m: where(m.group(0)), text))
 
 
 def _transfer_cause(exc: BaseException) -> str:
-    # httpx's texts name the host at most; redact anyway (a proxy or a library could echo the URL).
-    return errors.redact(f"{type(exc).__name__}: {str(exc) or 'no answer'}")
+    # httpx's texts name the host at most; scrub anyway (a proxy or a library could echo the URL).
+    return scrub(f"{type(exc).__name__}: {str(exc) or 'no answer'}")
 
 
 def _retrying(doing: str, url: str, attempts: int, attempt_once: Callable[[], None]) -> None:
@@ -354,11 +366,70 @@ def extract(path: str, destination: str, location: str) -> int:
     written outside ``destination``), ``tarfile.TarError``/``OSError`` for a broken archive.
     """
     total = 0
+    root = os.path.realpath(destination)
     with open_archive(path) as tar:
         for member in tar:
             try:
-                tar.extract(member, path=destination, filter="data")
+                _make_room(member, root)
+                tar.extract(member, path=root, filter="data")
             except tarfile.FilterError as exc:
                 raise errors.UnsafeSandboxArchive(location, f"{type(exc).__name__}: {exc}") from None
+            except _Unsafe as exc:
+                raise errors.UnsafeSandboxArchive(location, f"{member.name!r}: {exc}") from None
             total += member.size
     return total
+
+
+class _Unsafe(Exception):
+    pass
+
+
+def _parts(name: str) -> list[str]:
+    return [part for part in name.split("/") if part not in ("", ".")]
+
+
+def _no_link_on_the_way(root: str, parts: Sequence[str], what: str) -> str:
+    """``root/parts...`` reached through real directories only (``os.lstat``, no realpath): its path."""
+    current = root
+    for part in parts:
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            raise _Unsafe(f"{what} goes through the link {os.path.relpath(current, root)!r}")
+    return current
+
+
+def _make_room(member: tarfile.TarInfo, root: str) -> None:
+    """Checks tarfile's ``data`` filter makes with ``os.path.realpath``, made again without it.
+
+    Before Python 3.11.13 / 3.12.11 / 3.13.4, realpath gives up past PATH_MAX and a chain of
+    symbolic links gets members past the filter (CVE-2025-4517, CVE-2025-4330). So, lexically and
+    with ``lstat`` only: no ``..`` in a name; nothing written through (or below) a link, whether the
+    archive made it or it was in the destination already (an existing link at a member's place is
+    replaced, as for a file with other hard links); a hard link only to a plain file reached without
+    links; a symbolic link's ``..`` only at its start, never leaving the destination.
+    """
+    parts = _parts(member.name)
+    if ".." in parts:
+        raise _Unsafe("'..' in the name")
+    if not parts:
+        return
+    parent = _no_link_on_the_way(root, parts[:-1], "the name")
+    target = os.path.join(parent, parts[-1])
+    if member.islnk():
+        link_parts = _parts(member.linkname)
+        if member.linkname.startswith("/") or ".." in link_parts or not link_parts:
+            raise _Unsafe(f"hard link to {member.linkname!r}")
+        source = _no_link_on_the_way(root, link_parts, "the hard link")
+        if os.path.lexists(source) and not os.path.isfile(source):
+            raise _Unsafe(f"hard link to {member.linkname!r}, not a file")
+    elif member.issym():
+        link_parts = _parts(member.linkname)
+        climbs = len(link_parts) - len(list(itertools.dropwhile(lambda part: part == "..", link_parts)))
+        if member.linkname.startswith("/") or ".." in link_parts[climbs:] or climbs > len(parts) - 1:
+            raise _Unsafe(f"symbolic link to {member.linkname!r}")
+    try:
+        status = os.lstat(target)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(status.st_mode) or (stat.S_ISREG(status.st_mode) and status.st_nlink > 1):
+        os.unlink(target)  # replaced, never written through

@@ -26,7 +26,7 @@ import io
 import os
 import re
 import tarfile
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar
 
 from DIRACCommon.Core.Utilities.ReturnValues import S_ERROR, S_OK
@@ -45,7 +45,7 @@ _TOO_LARGE = re.compile(r"Sandbox too large, maximum allowed is (\d+) bytes")
 _VALID_TYPES = ("Input", "Output")
 _JOB_ENTITY = re.compile(r"^Job:(\d+)$")
 
-UPLOAD_DOING = "Uploading the sandbox"
+_UPLOAD_DOING = "Uploading the sandbox"
 
 
 def split_location(location: str) -> tuple[str, str] | None:
@@ -245,7 +245,7 @@ class SandboxStoreAdapter(Adapter):
                 )
             except _sandbox.ExpiredOrRefused as second:
                 raise errors.SandboxStorageError(
-                    UPLOAD_DOING, _sandbox.where(url), f"refused twice, with a fresh URL too: {second.cause}"
+                    _UPLOAD_DOING, _sandbox.where(url), f"refused twice, with a fresh URL too: {second.cause}"
                 ) from None
         return pfn
 
@@ -453,4 +453,4 @@ def _assignable(entity: str, kind: str) -> bool:
     return kind == "Output" and _JOB_ENTITY.match(entity) is not None
 
 
-__all__: Sequence[str] = ["SandboxStoreAdapter", "in_diracx_store", "owner_of", "split_location"]
+__all__ = ["SandboxStoreAdapter", "in_diracx_store", "owner_of", "split_location"]

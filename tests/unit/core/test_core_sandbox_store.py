@@ -26,11 +26,23 @@ from sandbox_test_helpers import (
     tar_bytes,
 )
 
-from diracx_bridge import log
+from diracx_bridge import errors, log
 from diracx_bridge.adapters import _sandbox, adapter_for
 from diracx_bridge.adapters.sandbox_store import SandboxStoreAdapter
 
 SERVICE = "WorkloadManagement/SandboxStore"
+
+
+@pytest.fixture(autouse=True)
+def _private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Archives kept on failure (SandboxFileName, as legacy) land under the test's own directory, not /tmp."""
+    import tempfile
+
+    directory = tmp_path / "tmpdir"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    monkeypatch.setenv("TMPDIR", str(directory))
+    return directory
 
 
 @pytest.fixture
@@ -918,3 +930,189 @@ def test_streaming_keeps_memory_flat_whatever_the_sandbox_size() -> None:
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["sha_ok"] and seen["size_ok"] and seen["total"] == 64 * 1024 * 1024
     assert seen["growth_kib"] < 24 * 1024, seen
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, text="<html>proxy error page</html>"),
+        httpx.Response(200, json={"expires_in": 300}),
+        httpx.Response(200, json={"url": "file:///etc/shadow", "expires_in": 300}),
+        httpx.Response(200, json=[f"{S3}/b"]),
+    ],
+)
+def test_malformed_download_answers_are_errors_and_nothing_fetched(
+    proxy: Path, store: FakeStore, answer: httpx.Response
+) -> None:
+    location = store.put(tar_bytes({"o": b"x"}), "tar.bz2")
+    store.diracx.overrides[("GET", "/api/jobs/sandbox")] = lambda request: answer
+    result = make_adapter(proxy).download(location, "", True)
+    assert not result["OK"] and result["Errno"] == 2001
+    assert store.s3_requests == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, text="not json"),
+        httpx.Response(200, json=["Input"]),
+        httpx.Response(200, json={"Input": "SB:x|/y"}),
+        httpx.Response(200, json={"Input": [1, 2]}),
+    ],
+)
+def test_malformed_job_sandbox_lists_are_errors(proxy: Path, store: FakeStore, answer: httpx.Response) -> None:
+    store.diracx.overrides[("GET", "/api/jobs/3/sandbox")] = lambda request: answer
+    result = make_adapter(proxy).getSandboxesAssignedToEntity("Job:3")
+    assert not result["OK"] and result["Errno"] == 2001
+
+
+def test_transfer_exceptions_carry_no_presigned_url(store: FakeStore, tmp_path: Path) -> None:
+    """Neither the message, nor the repr, nor a chained cause (httpx's exception holds the request and its URL)."""
+    url = f"{S3}/sandboxes/k?X-Amz-Signature={SIGNATURE}"
+    store.s3_failures = [httpx.ConnectError(f"refused: {url}")] * 3
+    archive = _sandbox.Archive(str(tmp_path / "a"), "0" * 64, 1, "tar.zst")
+    Path(archive.path).write_bytes(b"x")
+    with pytest.raises(errors.SandboxStorageError) as raised:
+        _sandbox.upload(url, {}, archive, attempts=3, timeout=5)
+    assert_no_url_secret(repr(raised.value))
+    assert_no_url_secret(raised.value.result)
+    assert raised.value.__cause__ is None
+    assert raised.value.__context__ is None or raised.value.__suppress_context__
+    with pytest.raises(errors.SandboxStorageError) as raised:
+        _sandbox.download(url, str(tmp_path / "b"), attempts=1, timeout=5)
+    assert_no_url_secret(repr(raised.value))
+
+
+def test_sandbox_hooks_failing_to_load_never_break_the_activation(
+    sbc_module: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from diracx_bridge import activation
+
+    if activation.status()["active"]:
+        pytest.skip("the bridge was activated earlier in this process")
+    monkeypatch.setitem(activation._state, "error", None)
+
+    def broken() -> Any:
+        raise ImportError("zstandard exploded")
+
+    monkeypatch.setattr(activation, "_sandbox_hooks", broken)
+    monkeypatch.delenv("DIRACX_BRIDGE_DISABLE", raising=False)
+    try:
+        assert activation.activate() is True  # the RPC routing and the proxy hooks are in place
+        assert "SandboxStoreClient hooks" in activation.status()["error"]
+        assert "SandboxStoreClient hooks not installed" in capsys.readouterr().err
+    finally:
+        activation.deactivate()
+    assert activation.status()["active"] is False
+
+
+def _realpath_limit_attack(dest: Path) -> bytes:
+    """CVE-2025-4517's archive: symlinks that ``os.path.realpath`` stops expanding past PATH_MAX.
+
+    tarfile's ``data`` filter checks members with ``os.path.realpath``; before Python 3.11.13 /
+    3.12.11 / 3.13.4 this archive gets past it and overwrites (``flag``) and creates (``newfile``)
+    files next to the destination, through the ``escape`` symlink and a hard link made with it.
+    """
+    steps = "abcdefghijklmnop"
+    component = "d" * ((os.pathconf(dest.parent, "PC_PATH_MAX") - len(str(dest)) - 1) // (len(steps) + 1))
+    buffer = io.BytesIO()
+
+    def add(
+        tar: tarfile.TarFile, name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", data: bytes = b""
+    ) -> None:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname, info.size = kind, linkname, len(data)
+        info.mode = 0o777 if kind == tarfile.DIRTYPE else 0o644
+        tar.addfile(info, io.BytesIO(data) if data else None)
+
+    with tarfile.open(fileobj=buffer, mode="w:bz2", format=tarfile.PAX_FORMAT) as tar:
+        path = ""
+        for step in steps:
+            add(tar, os.path.join(path, component), tarfile.DIRTYPE)
+            add(tar, os.path.join(path, step), tarfile.SYMTYPE, component)
+            path = os.path.join(path, component)
+        linkpath = os.path.join(*steps, "l" * 254)
+        add(tar, linkpath, tarfile.SYMTYPE, os.path.join(*[".."] * len(steps)))
+        add(tar, "escape", tarfile.SYMTYPE, os.path.join(linkpath, ".."))
+        add(tar, "flaglink", tarfile.LNKTYPE, os.path.join("escape", "flag"))
+        add(tar, "flaglink", data=b"overwrite")
+        add(tar, "escape/newfile", data=b"new")
+    return buffer.getvalue()
+
+
+def test_realpath_limit_archive_writes_nothing_outside_the_destination(
+    proxy: Path, store: FakeStore, tmp_path: Path
+) -> None:
+    """The data filter alone is not enough on this Python (3.11.7): members are also checked without realpath."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (tmp_path / "flag").write_text("original")
+    location = store.put(_realpath_limit_attack(dest), "tar.bz2")
+    result = make_adapter(proxy).download(location, str(dest))
+    assert (tmp_path / "flag").read_text() == "original"
+    assert not (tmp_path / "newfile").exists()
+    assert not result["OK"], result
+    assert result["Errno"] == 1004
+    assert "outside the destination" in result["Message"]
+
+
+@pytest.mark.parametrize(
+    ("link_kind", "linkname"),
+    [(tarfile.SYMTYPE, "sub/.."), (tarfile.SYMTYPE, "sub/../../x"), (tarfile.LNKTYPE, "../flag")],
+)
+def test_links_that_climb_after_descending_are_refused(
+    proxy: Path, store: FakeStore, tmp_path: Path, link_kind: bytes, linkname: str
+) -> None:
+    """A link's '..' after a name is resolved through whatever that name becomes (a later symlink): refused."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:bz2") as tar:
+        info = tarfile.TarInfo("l")
+        info.type, info.linkname = link_kind, linkname
+        tar.addfile(info)
+    (tmp_path / "flag").write_text("original")
+    location = store.put(buffer.getvalue(), "tar.bz2")
+    result = make_adapter(proxy).download(location, str(tmp_path / "dest"))
+    assert not result["OK"], result
+    assert result["Errno"] == 1004
+
+
+def test_an_existing_link_in_the_destination_is_replaced_not_written_through(
+    proxy: Path, store: FakeStore, tmp_path: Path
+) -> None:
+    """A member never writes through a symbolic or hard link already at its place (nor below one)."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "inside.txt").write_text("kept")
+    (dest / "soft").symlink_to("inside.txt")
+    os.link(dest / "inside.txt", dest / "hard")
+    location = store.put(tar_bytes({"soft": b"new soft", "hard": b"new hard", "ok/file": b"fine"}), "tar.bz2")
+    result = make_adapter(proxy).download(location, str(dest))
+    assert result["OK"], result
+    assert (dest / "inside.txt").read_text() == "kept"
+    assert not (dest / "soft").is_symlink() and (dest / "soft").read_bytes() == b"new soft"
+    assert (dest / "hard").read_bytes() == b"new hard"
+    assert (dest / "ok" / "file").read_bytes() == b"fine"
+
+
+def test_relative_links_inside_the_sandbox_still_extract(proxy: Path, store: FakeStore, tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:bz2") as tar:
+        for name, kind, linkname in [
+            ("lib", tarfile.DIRTYPE, ""),
+            ("lib/real.so", tarfile.REGTYPE, ""),
+            ("lib/alias.so", tarfile.SYMTYPE, "real.so"),
+            ("bin", tarfile.DIRTYPE, ""),
+            ("bin/up.so", tarfile.SYMTYPE, "../lib/real.so"),
+            ("bin/hard.so", tarfile.LNKTYPE, "lib/real.so"),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, linkname
+            if kind == tarfile.DIRTYPE:
+                info.mode = 0o755
+            tar.addfile(info)
+    location = store.put(buffer.getvalue(), "tar.bz2")
+    dest = tmp_path / "dest"
+    result = make_adapter(proxy).download(location, str(dest))
+    assert result["OK"], result
+    assert os.readlink(dest / "bin" / "up.so") == "../lib/real.so"
+    assert (dest / "bin" / "hard.so").exists()
