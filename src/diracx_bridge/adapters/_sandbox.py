@@ -67,7 +67,11 @@ _S3_MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
 def where(url: str) -> str:
     """The store as messages may name it: scheme and host, never the path or the query (credentials)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+    try:
+        port = parts.port
+    except ValueError:  # "Port out of range": a malformed URL must still be named, never raise
+        port = None
+    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{port}" if port else "")
 
 
 def sha256_of_pfn(pfn: str) -> str | None:
@@ -270,6 +274,10 @@ def _retrying(doing: str, url: str, attempts: int, attempt_once: Callable[[], No
     raise errors.SandboxStorageError(doing, where(url), cause, attempts=attempts)
 
 
+#: What a retry may fix: no answer, a transfer cut off, an answer httpx cannot decode (Content-Encoding).
+_TRANSFER_ERRORS = (httpx.TransportError, httpx.DecodingError)
+
+
 class _Retryable(Exception):
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
@@ -288,8 +296,10 @@ def upload(url: str, fields: dict[str, str], archive: Archive, *, attempts: int,
         try:
             with open(archive.path, "rb") as body:
                 response = client.post(url, data=fields, files={"file": ("file", body, "application/octet-stream")})
-        except httpx.TransportError as exc:
+        except _TRANSFER_ERRORS as exc:
             raise _Retryable(_transfer_cause(exc)) from None
+        except httpx.InvalidURL as exc:
+            raise errors.SandboxStorageError("Uploading the sandbox", where(url), _transfer_cause(exc)) from None
         if response.status_code in (200, 201, 204):
             return
         if response.status_code == 403:
@@ -329,8 +339,10 @@ def download(url: str, path: str, *, attempts: int, timeout: float) -> tuple[str
                         size += len(chunk)
                     out.flush()
                     os.fsync(out.fileno())
-        except httpx.TransportError as exc:
+        except _TRANSFER_ERRORS as exc:
             raise _Retryable(_transfer_cause(exc)) from None
+        except httpx.InvalidURL as exc:
+            raise errors.SandboxStorageError("Downloading the sandbox", where(url), _transfer_cause(exc)) from None
         result.append((digest.hexdigest(), size))
 
     _retrying("Downloading the sandbox", url, attempts, once)

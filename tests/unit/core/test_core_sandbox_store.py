@@ -1116,3 +1116,45 @@ def test_relative_links_inside_the_sandbox_still_extract(proxy: Path, store: Fak
     assert result["OK"], result
     assert os.readlink(dest / "bin" / "up.so") == "../lib/real.so"
     assert (dest / "bin" / "hard.so").exists()
+
+
+def test_an_s3_answer_httpx_cannot_decode_is_a_storage_error_not_a_bug(
+    proxy: Path, store: FakeStore, tmp_path: Path, logged: list[str]
+) -> None:
+    """A broken Content-Encoding (a proxy, a damaged answer) is a transfer failure: retried, then ERESUNA."""
+    location = store.put(tar_bytes({"a": b"x"}), "tar.bz2")
+    for _ in range(3):
+        gzip = {"content-encoding": "gzip"}
+        store.s3_failures.append(httpx.Response(200, headers=gzip, stream=httpx.ByteStream(b"no gzip")))
+    result = make_adapter(proxy).download(location, str(tmp_path / "d"))
+    assert not result["OK"], result
+    assert result["Errno"] == errors.SandboxStorageError.code
+    assert "bug" not in result["Message"]
+    assert len(store.s3_requests) == 3
+    assert_no_url_secret(result)
+    assert_no_url_secret(logged)
+
+
+def test_a_presigned_url_with_an_invalid_port_is_a_clear_error(
+    proxy: Path, store: FakeStore, tmp_path: Path, logged: list[str]
+) -> None:
+    location = store.put(tar_bytes({"a": b"x"}), "tar.bz2")
+    bad = f"{S3.rsplit(':', 1)[0]}:99999/sandboxes/k?X-Amz-Signature={SIGNATURE}"
+    store.diracx.overrides[("GET", "/api/jobs/sandbox")] = lambda request: httpx.Response(200, json={"url": bad})
+    result = make_adapter(proxy).download(location, str(tmp_path / "d"))
+    assert not result["OK"], result
+    assert result["Errno"] == errors.SandboxStorageError.code
+    assert "bug" not in result["Message"]
+    assert_no_url_secret(result)
+    assert_no_url_secret(logged)
+
+
+def test_a_bridge_bug_is_an_s_error_with_an_errno_and_leaves_no_temporary_directory(
+    proxy: Path, store: FakeStore, _private_tempdir: Path
+) -> None:
+    """A StringIO that cannot be encoded (lone surrogate) fails the archive: a coded S_ERROR, nothing left."""
+    result = make_adapter(proxy).upload_files([io.StringIO("\udcff")])
+    assert not result["OK"], result
+    assert result["Errno"] != 0
+    assert "SandboxFileName" not in result
+    assert os.listdir(_private_tempdir) == []
