@@ -206,24 +206,30 @@ class _PresignedURLFilter(logging.Filter):
 _url_filter = _PresignedURLFilter()
 logging.getLogger("httpx").addFilter(_url_filter)
 
-_clients: dict[tuple[int, bool], httpx.Client] = {}
+_clients: dict[tuple[int, bool, float], httpx.Client] = {}
 _clients_lock = threading.Lock()
 
 
 def s3_client(url: str, timeout: float) -> httpx.Client:
-    """The process's plain client for the S3 store: no auth, no DiracX headers, the bridge's TLS context."""
+    """The process's plain client for the S3 store: no auth, no DiracX headers, the bridge's TLS context.
+
+    One per (process, TLS or not, timeout): threads share it (httpx's pool is thread-safe), and a
+    timeout changed in the CS gets a new client instead of replacing one another thread is using.
+    """
     secure = url.startswith("https")
-    key = (os.getpid(), secure)  # forked children never share the parent's sockets
+    key = (os.getpid(), secure, timeout)  # forked children never share the parent's sockets
     client = _clients.get(key)
-    if client is None or client.timeout.read != timeout:
+    if client is None:
         with _clients_lock:
-            client = httpx.Client(
-                verify=tls.verify_for(url),
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
-                follow_redirects=False,
-                transport=transport,
-            )
-            _clients[key] = client
+            client = _clients.get(key)  # another thread may have made it while this one waited
+            if client is None:
+                client = httpx.Client(
+                    verify=tls.verify_for(url),
+                    timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+                    follow_redirects=False,
+                    transport=transport,
+                )
+                _clients[key] = client
     return client
 
 

@@ -1158,3 +1158,33 @@ def test_a_bridge_bug_is_an_s_error_with_an_errno_and_leaves_no_temporary_direct
     assert result["Errno"] != 0
     assert "SandboxFileName" not in result
     assert os.listdir(_private_tempdir) == []
+
+
+def test_threads_share_one_s3_client_and_none_is_dropped_unclosed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two uploads at once in one process: one pooled S3 client, not one per thread (each left unclosed)."""
+    import threading
+    import time
+
+    made: list[httpx.Client] = []
+
+    class SlowClient(httpx.Client):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            time.sleep(0.05)  # the window in which another thread asks for the client
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(httpx, "Client", SlowClient)
+    _sandbox.forget_clients()
+    got: list[httpx.Client] = []
+    threads = [threading.Thread(target=lambda: got.append(_sandbox.s3_client(S3, 10.0))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Another timeout (the CS changed) gets its own client; the one in use is neither replaced nor closed.
+    other = _sandbox.s3_client(S3, 20.0)
+    assert _sandbox.s3_client(S3, 10.0) is got[0]
+    _sandbox.forget_clients()
+    assert len(made) == 2
+    assert len({id(client) for client in got}) == 1
+    assert other is not got[0]
