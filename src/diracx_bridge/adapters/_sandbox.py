@@ -67,7 +67,11 @@ _S3_MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
 def where(url: str) -> str:
     """The store as messages may name it: scheme and host, never the path or the query (credentials)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+    try:
+        port = parts.port
+    except ValueError:  # "Port out of range": a malformed URL must still be named, never raise
+        port = None
+    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{port}" if port else "")
 
 
 def sha256_of_pfn(pfn: str) -> str | None:
@@ -202,24 +206,30 @@ class _PresignedURLFilter(logging.Filter):
 _url_filter = _PresignedURLFilter()
 logging.getLogger("httpx").addFilter(_url_filter)
 
-_clients: dict[tuple[int, bool], httpx.Client] = {}
+_clients: dict[tuple[int, bool, float], httpx.Client] = {}
 _clients_lock = threading.Lock()
 
 
 def s3_client(url: str, timeout: float) -> httpx.Client:
-    """The process's plain client for the S3 store: no auth, no DiracX headers, the bridge's TLS context."""
+    """The process's plain client for the S3 store: no auth, no DiracX headers, the bridge's TLS context.
+
+    One per (process, TLS or not, timeout): threads share it (httpx's pool is thread-safe), and a
+    timeout changed in the CS gets a new client instead of replacing one another thread is using.
+    """
     secure = url.startswith("https")
-    key = (os.getpid(), secure)  # forked children never share the parent's sockets
+    key = (os.getpid(), secure, timeout)  # forked children never share the parent's sockets
     client = _clients.get(key)
-    if client is None or client.timeout.read != timeout:
+    if client is None:
         with _clients_lock:
-            client = httpx.Client(
-                verify=tls.verify_for(url),
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
-                follow_redirects=False,
-                transport=transport,
-            )
-            _clients[key] = client
+            client = _clients.get(key)  # another thread may have made it while this one waited
+            if client is None:
+                client = httpx.Client(
+                    verify=tls.verify_for(url),
+                    timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+                    follow_redirects=False,
+                    transport=transport,
+                )
+                _clients[key] = client
     return client
 
 
@@ -270,6 +280,10 @@ def _retrying(doing: str, url: str, attempts: int, attempt_once: Callable[[], No
     raise errors.SandboxStorageError(doing, where(url), cause, attempts=attempts)
 
 
+#: What a retry may fix: no answer, a transfer cut off, an answer httpx cannot decode (Content-Encoding).
+_TRANSFER_ERRORS = (httpx.TransportError, httpx.DecodingError)
+
+
 class _Retryable(Exception):
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
@@ -288,8 +302,10 @@ def upload(url: str, fields: dict[str, str], archive: Archive, *, attempts: int,
         try:
             with open(archive.path, "rb") as body:
                 response = client.post(url, data=fields, files={"file": ("file", body, "application/octet-stream")})
-        except httpx.TransportError as exc:
+        except _TRANSFER_ERRORS as exc:
             raise _Retryable(_transfer_cause(exc)) from None
+        except httpx.InvalidURL as exc:
+            raise errors.SandboxStorageError("Uploading the sandbox", where(url), _transfer_cause(exc)) from None
         if response.status_code in (200, 201, 204):
             return
         if response.status_code == 403:
@@ -329,8 +345,10 @@ def download(url: str, path: str, *, attempts: int, timeout: float) -> tuple[str
                         size += len(chunk)
                     out.flush()
                     os.fsync(out.fileno())
-        except httpx.TransportError as exc:
+        except _TRANSFER_ERRORS as exc:
             raise _Retryable(_transfer_cause(exc)) from None
+        except httpx.InvalidURL as exc:
+            raise errors.SandboxStorageError("Downloading the sandbox", where(url), _transfer_cause(exc)) from None
         result.append((digest.hexdigest(), size))
 
     _retrying("Downloading the sandbox", url, attempts, once)

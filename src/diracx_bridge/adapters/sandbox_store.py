@@ -219,6 +219,8 @@ class SandboxStoreAdapter(Adapter):
             # Once made, the archive stays on disk: the JobWrapper's failover uploads it to grid storage.
             return _with_file(dict(exc.result), archive)
         except Exception as exc:  # noqa: BLE001 - a bridge bug must answer, never raise into DIRAC
+            if archive is None:
+                _sandbox.remove_dir(directory)  # a partial archive is of no use to anyone
             return _with_file(_bug("uploadFilesAsSandbox", exc), archive)
         _sandbox.remove_dir(directory)
         return _with_file(S_OK(pfn), archive)  # as legacy: the name of the (now removed) local archive
@@ -444,9 +446,9 @@ def _extracted(path: str, destination: str, location: str) -> dict[str, Any]:
 
 
 def _bug(method: str, exc: Exception) -> dict[str, Any]:
-    message = errors.redact(f"diracx-bridge bug in {method}: {exc!r}")
-    logger().error(message)
-    return S_ERROR(message)
+    error = errors.BridgeError(f"diracx-bridge bug in {method}: {exc!r}")  # redacted, with a DErrno code
+    logger().error(error.message)
+    return dict(error.result)
 
 
 def _assignable(entity: str, kind: str) -> bool:

@@ -1116,3 +1116,75 @@ def test_relative_links_inside_the_sandbox_still_extract(proxy: Path, store: Fak
     assert result["OK"], result
     assert os.readlink(dest / "bin" / "up.so") == "../lib/real.so"
     assert (dest / "bin" / "hard.so").exists()
+
+
+def test_an_s3_answer_httpx_cannot_decode_is_a_storage_error_not_a_bug(
+    proxy: Path, store: FakeStore, tmp_path: Path, logged: list[str]
+) -> None:
+    """A broken Content-Encoding (a proxy, a damaged answer) is a transfer failure: retried, then ERESUNA."""
+    location = store.put(tar_bytes({"a": b"x"}), "tar.bz2")
+    for _ in range(3):
+        gzip = {"content-encoding": "gzip"}
+        store.s3_failures.append(httpx.Response(200, headers=gzip, stream=httpx.ByteStream(b"no gzip")))
+    result = make_adapter(proxy).download(location, str(tmp_path / "d"))
+    assert not result["OK"], result
+    assert result["Errno"] == errors.SandboxStorageError.code
+    assert "bug" not in result["Message"]
+    assert len(store.s3_requests) == 3
+    assert_no_url_secret(result)
+    assert_no_url_secret(logged)
+
+
+def test_a_presigned_url_with_an_invalid_port_is_a_clear_error(
+    proxy: Path, store: FakeStore, tmp_path: Path, logged: list[str]
+) -> None:
+    location = store.put(tar_bytes({"a": b"x"}), "tar.bz2")
+    bad = f"{S3.rsplit(':', 1)[0]}:99999/sandboxes/k?X-Amz-Signature={SIGNATURE}"
+    store.diracx.overrides[("GET", "/api/jobs/sandbox")] = lambda request: httpx.Response(200, json={"url": bad})
+    result = make_adapter(proxy).download(location, str(tmp_path / "d"))
+    assert not result["OK"], result
+    assert result["Errno"] == errors.SandboxStorageError.code
+    assert "bug" not in result["Message"]
+    assert_no_url_secret(result)
+    assert_no_url_secret(logged)
+
+
+def test_a_bridge_bug_is_an_s_error_with_an_errno_and_leaves_no_temporary_directory(
+    proxy: Path, store: FakeStore, _private_tempdir: Path
+) -> None:
+    """A StringIO that cannot be encoded (lone surrogate) fails the archive: a coded S_ERROR, nothing left."""
+    result = make_adapter(proxy).upload_files([io.StringIO("\udcff")])
+    assert not result["OK"], result
+    assert result["Errno"] != 0
+    assert "SandboxFileName" not in result
+    assert os.listdir(_private_tempdir) == []
+
+
+def test_threads_share_one_s3_client_and_none_is_dropped_unclosed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two uploads at once in one process: one pooled S3 client, not one per thread (each left unclosed)."""
+    import threading
+    import time
+
+    made: list[httpx.Client] = []
+
+    class SlowClient(httpx.Client):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            time.sleep(0.05)  # the window in which another thread asks for the client
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(httpx, "Client", SlowClient)
+    _sandbox.forget_clients()
+    got: list[httpx.Client] = []
+    threads = [threading.Thread(target=lambda: got.append(_sandbox.s3_client(S3, 10.0))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Another timeout (the CS changed) gets its own client; the one in use is neither replaced nor closed.
+    other = _sandbox.s3_client(S3, 20.0)
+    assert _sandbox.s3_client(S3, 10.0) is got[0]
+    _sandbox.forget_clients()
+    assert len(made) == 2
+    assert len({id(client) for client in got}) == 1
+    assert other is not got[0]
