@@ -111,6 +111,8 @@ PARAMETRIC_JDL = (
     "Parameters = {n}; ParameterStart = 1; ParameterStep = 1; ]"
 )
 SOURCE = "JobWrapper"
+#: The sizes of the after-rounds SQL-statement count (smaller: it is a count, not a timing).
+DIAGNOSTIC_STATUS_JOBS, DIAGNOSTIC_JOBS = 20, 200
 
 
 class BenchError(RuntimeError):
@@ -143,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             "url": grid.diracx.url,
             "proxy": str(grid.proxy_path("ciuser", "civo_user")),
             "access_log": str(grid.diracx.access_log.path),
+            "mysql_url": grid.mysql.url("JobDB", "mysql+pymysql"),
             "rounds": args.rounds,
             "jobs": args.jobs,
             "status_jobs": args.status_jobs,
@@ -193,10 +196,18 @@ def report(results: dict[str, Any]) -> str:
         data = results["samples"][case]
         wall, cpu = data["ms"], data["cpu_ms"]
         lines += ["", f"== {results['labels'][case]} ==", ""]
+        unit, per = results["units"][case]
         rows = harness.summary_rows(wall, LABELS, fmt="{:.0f}")
         for row, path in zip(rows, wall, strict=True):
-            row += [f"{statistics.median(cpu[path]):.0f}", f"{statistics.median(data['requests'][path]):.0f}"]
-        lines += harness.table(["path (ms per call)", "median", "p90", "mean", "CPU med", "DiracX req"], rows)
+            median = statistics.median(wall[path])
+            row += [
+                f"{statistics.median(cpu[path]):.0f}",
+                f"{median / per:.2f}",
+                f"{statistics.median(data['requests'][path]):.0f}",
+            ]
+        lines += harness.table(
+            ["path (ms per measurement)", "median", "p90", "mean", "CPU med", f"ms per {unit}", "DiracX req"], rows
+        )
         if case != "status":
             lines.append(f"{LABELS['dirac_future']}: n/a (DIRAC 9.1.22 has no FutureClient for JobManager)")
         if "search_ms" in data:
@@ -209,6 +220,15 @@ def report(results: dict[str, Any]) -> str:
             if other in wall:
                 lines.append(harness.comparison_line("adapter", other, wall["adapter"], wall[other]))
         verdicts.append((case, harness.ratio_of_medians(wall["adapter"], wall["legacy"])))
+    if results.get("sql_statements"):
+        lines += ["", "== SQL statements MariaDB ran, per job (status: per call), one measurement after the rounds =="]
+        lines += harness.table(
+            ["case", *PATHS],
+            [
+                [case, *(f"{by_path[p]:.1f}" if p in by_path else "n/a" for p in PATHS)]
+                for case, by_path in results["sql_statements"].items()
+            ],
+        )
     lines += ["", f"== target: adapter at least 2x faster than legacy (adapter/legacy <= {TARGET}, medians) =="]
     for case, r in verdicts:
         lines.append(f"{case:>7}: {r:.2f}x ({1 / r:.2f}x faster) -> {'MET' if r <= TARGET else 'NOT MET'}")
@@ -270,6 +290,8 @@ class Child:
         self.prep = httpx.Client(base_url=spec["url"], headers={"User-Agent": PREP_UA}, timeout=300)
         self.raw = httpx.Client(base_url=spec["url"], headers={"User-Agent": RAW_UA}, timeout=300)
         self.prepare_s = 0.0
+        #: Set while counting SQL statements (MariaDB's ``Questions``): read around each timed call.
+        self.sql_counter: Callable[[], int] | None = None
 
     def auth(self) -> dict[str, str]:
         """The proxy's current DiracX access token (re-read: the bridge refreshes it in the file)."""
@@ -333,9 +355,11 @@ class Child:
     def _timed(self, path: str, call: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
         self.switch(path == "adapter")
         mark = self.access.mark()
+        q0 = self.sql_counter() if self.sql_counter else 0
         c0, t0 = time.thread_time(), time.perf_counter()
         answer = call()
         elapsed, cpu = time.perf_counter() - t0, time.thread_time() - c0
+        q1 = self.sql_counter() if self.sql_counter else 1
         entries = list(self.access.since(mark))
         bridge = sum(1 for e in entries if e.from_bridge)
         raw = sum(1 for e in entries if e.user_agent == RAW_UA)
@@ -348,7 +372,10 @@ class Child:
         }[path]
         if not proof:
             raise BenchError(f"{path}: DiracX saw {bridge} bridge, {raw} raw and {other} other requests")
-        return answer, {"ms": elapsed * 1000, "cpu_ms": cpu * 1000, "requests": float(len(entries))}
+        metrics = {"ms": elapsed * 1000, "cpu_ms": cpu * 1000, "requests": float(len(entries))}
+        if self.sql_counter:
+            metrics["sql"] = float(q1 - q0 - 1)  # less the first reading of the counter
+        return answer, metrics
 
     def _status(self, path: str, n: int) -> dict[str, Any]:
         from DIRAC.WorkloadManagementSystem.Client.JobStateUpdateClient import JobStateUpdateClient
@@ -466,6 +493,37 @@ class Child:
         return metrics
 
 
+def sql_statements(child: Child, spec: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """After the timed rounds: SQL statements MariaDB ran per job (status: per call), per case and path.
+
+    Where the server time goes, counted rather than timed: MariaDB's ``Questions`` counter
+    before and after one smaller measurement of each path (the grid is otherwise idle: its jobs
+    are out of the optimizers' way), less the second reading itself.
+    """
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(spec["mysql_url"])
+    sizes = {"status": DIAGNOSTIC_STATUS_JOBS, "kill": DIAGNOSTIC_JOBS, "submit": DIAGNOSTIC_JOBS}
+
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")  # one statement per reading
+
+    def questions() -> int:
+        return int(conn.execute(sa.text("SHOW GLOBAL STATUS LIKE 'Questions'")).one()[1])
+
+    counts: dict[str, dict[str, float]] = {}
+    child.sql_counter = questions
+    try:
+        for case in CASES:
+            for path in CASE_PATHS[case]:
+                statements = child.measure(case, path, sizes[case])["sql"]
+                counts.setdefault(case, {})[path] = statements / sizes[case]
+    finally:
+        child.sql_counter = None
+        conn.close()
+        engine.dispose()
+    return counts
+
+
 def measure(spec_path: Path) -> int:
     spec = json.loads(spec_path.read_text())
     import DIRAC
@@ -495,10 +553,16 @@ def measure(spec_path: Path) -> int:
 
     samples = harness.run_rounds(CASES, PATHS, timed, rounds=spec["rounds"])
     measure_s = time.monotonic() - t0
+    statements = sql_statements(child, spec)
     harness.write_json(
         Path(spec["results"]),
         {
             "rounds": spec["rounds"],
+            "units": {
+                "status": ["call", spec["status_jobs"]],
+                "kill": ["job", spec["jobs"]],
+                "submit": ["job", spec["jobs"]],
+            },
             "labels": {
                 "status": f"setJobStatusBulk: {spec['status_jobs']} jobs x {spec['records']} records "
                 f"({spec['status_jobs'] * spec['records']} status records), one call per job",
@@ -513,6 +577,7 @@ def measure(spec_path: Path) -> int:
                 for case, metrics in samples.items()
             },
             "measure_s": measure_s,
+            "sql_statements": statements,
             "prepare_s": child.prepare_s,
             "machine": {
                 "cpus": os.cpu_count(),
@@ -533,12 +598,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--status-jobs", type=int, default=250, help="jobs given status records (default 250)")
     parser.add_argument("--records", type=int, default=4, help="status records per job and call (default 4)")
     parser.add_argument("--workdir", type=Path, help="where the grid and results go (default: a new temp dir)")
+    parser.add_argument("--report", type=Path, help="print the report of an earlier run's results.json and exit")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        print(report(json.loads(args.report.read_text())))
+        return 0
     return measure(args.measure) if args.measure else run(args)
 
 
