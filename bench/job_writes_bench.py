@@ -113,6 +113,8 @@ PARAMETRIC_JDL = (
 SOURCE = "JobWrapper"
 #: The sizes of the after-rounds SQL-statement count (smaller: it is a count, not a timing).
 DIAGNOSTIC_STATUS_JOBS, DIAGNOSTIC_JOBS = 20, 200
+#: Lines of each adapter profile in the text report (the results keep 25, the files 60).
+PROFILE_LINES = 18
 
 
 class BenchError(RuntimeError):
@@ -229,6 +231,9 @@ def report(results: dict[str, Any]) -> str:
                 for case, by_path in results["sql_statements"].items()
             ],
         )
+    for case, top in (results.get("profiles") or {}).items():
+        lines += ["", f"== cProfile of one adapted {case} measurement after the rounds: cumulative seconds =="]
+        lines += [f"  {seconds:8.3f}  {name}" for seconds, name in top[:PROFILE_LINES]]
     lines += ["", f"== target: adapter at least 2x faster than legacy (adapter/legacy <= {TARGET}, medians) =="]
     for case, r in verdicts:
         lines.append(f"{case:>7}: {r:.2f}x ({1 / r:.2f}x faster) -> {'MET' if r <= TARGET else 'NOT MET'}")
@@ -524,6 +529,42 @@ def sql_statements(child: Child, spec: dict[str, Any]) -> dict[str, dict[str, fl
     return counts
 
 
+def profile_adapter(child: Child, spec: dict[str, Any], out_dir: Path) -> dict[str, list[tuple[float, str]]]:
+    """After the rounds: cProfile of one adapted call per case (never during the timed rounds).
+
+    The full listings go to ``adapter-profile-<case>.txt``; the results keep the functions with
+    the most cumulative time (seconds; ``socket`` reads are the wait for DiracX).
+    """
+    import cProfile
+    import io
+    import pstats
+
+    sizes = {"status": DIAGNOSTIC_STATUS_JOBS, "kill": spec["jobs"], "submit": spec["jobs"]}
+    tops: dict[str, list[tuple[float, str]]] = {}
+    for case in CASES:
+        profiler = cProfile.Profile()
+        timed = child._timed
+
+        def profiled(path: str, call: Callable[[], Any], timed: Any = timed, profiler: Any = profiler) -> Any:
+            return timed(path, lambda: profiler.runcall(call))
+
+        child._timed = profiled  # type: ignore[method-assign]
+        try:
+            child.measure(case, "adapter", sizes[case])
+        finally:
+            child._timed = timed  # type: ignore[method-assign]
+        text = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text).sort_stats("cumulative")
+        stats.print_stats(60)
+        (out_dir / f"adapter-profile-{case}.txt").write_text(text.getvalue())
+        rows = sorted(
+            ((ct, f"{Path(fn).name}:{line}({name})") for (fn, line, name), (_, _, _, ct, _) in stats.stats.items()),  # type: ignore[attr-defined]
+            reverse=True,
+        )
+        tops[case] = [(round(ct, 3), name) for ct, name in rows[:25]]
+    return tops
+
+
 def measure(spec_path: Path) -> int:
     spec = json.loads(spec_path.read_text())
     import DIRAC
@@ -554,6 +595,7 @@ def measure(spec_path: Path) -> int:
     samples = harness.run_rounds(CASES, PATHS, timed, rounds=spec["rounds"])
     measure_s = time.monotonic() - t0
     statements = sql_statements(child, spec)
+    profiles = profile_adapter(child, spec, Path(spec["results"]).parent)
     harness.write_json(
         Path(spec["results"]),
         {
@@ -578,6 +620,7 @@ def measure(spec_path: Path) -> int:
             },
             "measure_s": measure_s,
             "sql_statements": statements,
+            "profiles": profiles,
             "prepare_s": child.prepare_s,
             "machine": {
                 "cpus": os.cpu_count(),
