@@ -636,7 +636,7 @@ def measure(spec_path: Path) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="timed interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=4, help="timed interleaved rounds (default 4)")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs killed, and jobs of the parametric JDL")
     parser.add_argument("--status-jobs", type=int, default=250, help="jobs given status records (default 250)")
     parser.add_argument("--records", type=int, default=4, help="status records per job and call (default 4)")
