@@ -71,6 +71,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -137,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     grid = Grid(workdir / "grid", cs_options={MAX_PARAMETRIC: str(max(args.jobs, 20))})
     t0 = time.monotonic()
+    succeeded = False
     try:
         print(f"starting the grid-in-a-box in {grid.workdir} ...", flush=True)
         grid.start()
@@ -176,12 +178,19 @@ def run(args: argparse.Namespace) -> int:
         results_path.write_text(json.dumps(results, indent=1))
         print(report(results))
         print(f"\nraw samples: {results_path}; logs: {grid.log_dir}; bench wall time: {results['wall_s']} s")
+        succeeded = True
         return 0
     except (GridError, BenchError, subprocess.TimeoutExpired) as exc:
         print(f"job_writes_bench: {exc}", file=sys.stderr)
         return 1
     finally:
         grid.stop()
+        if succeeded:  # the databases are of no use once measured; the logs stay
+            for entry in grid.workdir.iterdir() if grid.workdir.exists() else ():
+                if entry.is_dir() and entry.name != "logs":
+                    shutil.rmtree(entry)
+                elif entry.is_file():
+                    entry.unlink()
 
 
 def report(results: dict[str, Any]) -> str:
