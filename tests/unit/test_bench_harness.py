@@ -58,3 +58,14 @@ def test_table_and_json(tmp_path: Path) -> None:
     assert harness.table(["x", "y"], [["a", "1"]], markdown=True) == ["| x | y |", "|---|---|", "| a | 1 |"]
     harness.write_json(tmp_path / "r.json", {"ratio": math.nan, "samples": (1.0, 2.0)})
     assert json.loads((tmp_path / "r.json").read_text()) == {"ratio": None, "samples": [1.0, 2.0]}
+
+
+def test_a_path_that_measures_nothing_for_a_case_is_left_out_of_it() -> None:
+    """A path a case cannot take (DIRAC 9.1.22 has no FutureClient for JobManager) answers ``{}``."""
+
+    def measure(case: str, path: str) -> dict[str, float]:
+        return {} if (case, path) == ("kill", "future") else {"ms": 1.0}
+
+    samples = harness.run_rounds(["status", "kill"], ["adapter", "future"], measure, rounds=2)
+    assert samples["status"]["ms"] == {"adapter": [1.0, 1.0], "future": [1.0, 1.0]}
+    assert samples["kill"]["ms"] == {"adapter": [1.0, 1.0]}

@@ -77,10 +77,20 @@ def _venv_bin(name: str) -> str:
 class Grid:
     """Start with :meth:`start` (or as a context manager); stop with :meth:`stop`."""
 
-    def __init__(self, workdir: Path, *, opensearch_standin: bool = True, sandbox_limit_mib: int | None = None) -> None:
-        """``sandbox_limit_mib`` raises both sandbox size limits (legacy ``MaxSandboxSizeMiB``,
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        opensearch_standin: bool = True,
+        cs_options: Mapping[str, str] | None = None,
+        sandbox_limit_mib: int | None = None,
+    ) -> None:
+        """``cs_options``: ``{"/Section/Option": value}`` set in the CS of every side (servers and
+        clients) before anything starts; the tests' grid sets none (a benchmark raises a limit).
+        ``sandbox_limit_mib`` raises both sandbox size limits (legacy ``MaxSandboxSizeMiB``,
         DiracX's 100 MiB: test grid only, see :mod:`.diracx_app`); None keeps both defaults."""
         self.workdir = workdir.resolve()
+        self.cs_options = dict(cs_options or {})
         self.sandbox_limit_mib = sandbox_limit_mib
         self.state = self.workdir / "dirac"  # DIRAC_ROOT_PATH
         self.log_dir = self.workdir / "logs"
@@ -228,10 +238,11 @@ class Grid:
         etc = self.server_root / "etc"
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "grid-security").symlink_to(self.state / "etc" / "grid-security")  # the host certificate, the CAs
-        self.cs_path.write_text(dirac_cfg.render(params))
+        cs = dirac_cfg.with_options(dirac_cfg.render(params), self.cs_options)
+        self.cs_path.write_text(cs)
         (etc / "dirac.cfg").write_text(dirac_cfg.render_local(params))
         (etc / "cs-server.cfg").write_text(dirac_cfg.render_cs_server(params))
-        self.cfg_path.write_text(dirac_cfg.render(params))
+        self.cfg_path.write_text(cs)
 
     # --- the master Configuration Server -------------------------------------------------------------
 
