@@ -21,7 +21,11 @@ What :func:`activate` installs (once per process, idempotently):
   up, and in ``ClientSelector``) becomes :func:`diracx_bridge.routing.select`;
 * the proxy/token hooks of :mod:`diracx_bridge.proxy_token_exchange.hooks` (token in
   ``dirac-proxy-init`` without making proxy creation depend on DiracX, the ProxyManager's
-  exchange cache), each installed independently so one failing does not block the others.
+  exchange cache), each installed independently so one failing does not block the others;
+* the SandboxStoreClient hooks of :mod:`diracx_bridge.sandbox_client`: its upload and download
+  methods and its transfer selector, replaced on the class when DIRAC imports its module (the same
+  meta-path finder as the proxy hooks; nothing imported before), because ``SandboxStoreClient`` is
+  not a ``Client`` and the RPC selector never sees its transfers.
 
 This module runs inside DIRAC's own start-up: it must never raise, and must stay cheap.
 """
@@ -38,6 +42,15 @@ from typing import Any
 PRIORITY = -100
 
 _lock = threading.Lock()
+
+
+def _sandbox_hooks() -> tuple[Any, ...]:
+    """Declared in :mod:`diracx_bridge.sandbox_client`; their replacements load when DIRAC imports the module."""
+    from diracx_bridge.sandbox_client import HOOKS
+
+    return HOOKS
+
+
 _state: dict[str, Any] = {"active": False, "error": None}
 
 
@@ -73,6 +86,13 @@ def activate() -> bool:
         except Exception as exc:  # noqa: BLE001 - routing stays active even if these fail
             _state["error"] = f"proxy hooks: {exc!r}"
             sys.stderr.write(f"diracx-bridge: proxy/token hooks not installed ({exc!r})\n")
+        try:
+            from diracx_bridge.proxy_token_exchange import hooks
+
+            hooks.install(_sandbox_hooks())
+        except Exception as exc:  # noqa: BLE001 - the rest stays active; SandboxStoreClient stays DIRAC's
+            _state["error"] = f"SandboxStoreClient hooks: {exc!r}"
+            sys.stderr.write(f"diracx-bridge: SandboxStoreClient hooks not installed ({exc!r})\n")
         return True
 
 
@@ -114,4 +134,8 @@ def deactivate() -> None:
         from diracx_bridge.proxy_token_exchange import hooks
 
         hooks.uninstall()
+        try:
+            hooks.uninstall(_sandbox_hooks())
+        except Exception as exc:  # noqa: BLE001 - deactivation must not raise either
+            sys.stderr.write(f"diracx-bridge: SandboxStoreClient hooks not removed ({exc!r})\n")
         _state["active"] = False

@@ -48,6 +48,8 @@ JOBS_RESCHEDULE = Endpoint("POST", "/api/jobs/reschedule")
 JOBS_METADATA = Endpoint("PATCH", "/api/jobs/metadata")
 SANDBOX_UPLOAD = Endpoint("POST", "/api/jobs/sandbox")
 SANDBOX_DOWNLOAD = Endpoint("GET", "/api/jobs/sandbox")
+JOB_SANDBOXES = Endpoint("GET", "/api/jobs/{job_id}/sandbox")
+SANDBOX_ASSIGN_OUTPUT = Endpoint("PATCH", "/api/jobs/{job_id}/sandbox/output")
 PILOTS_REGISTER = Endpoint("POST", "/api/pilots/")
 PILOTS_METADATA = Endpoint("PATCH", "/api/pilots/metadata")
 PILOTS_SEARCH = Endpoint("POST", "/api/pilots/search")
@@ -68,9 +70,9 @@ ROUTES_BY_RELEASE: dict[str, frozenset[Endpoint]] = {
             JOBS_METADATA,
             SANDBOX_UPLOAD,
             SANDBOX_DOWNLOAD,
-            Endpoint("GET", "/api/jobs/{job_id}/sandbox"),
+            JOB_SANDBOXES,
             Endpoint("GET", "/api/jobs/{job_id}/sandbox/{sandbox_type}"),
-            Endpoint("PATCH", "/api/jobs/{job_id}/sandbox/output"),
+            SANDBOX_ASSIGN_OUTPUT,
             Endpoint("DELETE", "/api/jobs/{job_id}/sandbox"),
             Endpoint("POST", "/api/jobs/sandbox/unassign"),
             PILOTS_REGISTER,

@@ -27,6 +27,14 @@ error into another::
     │   ├── Unauthenticated ................ ENOAUTH      401 to a token believed valid
     │   ├── Forbidden ...................... EPERM        403: a property or ownership is missing
     │   └── DiracXRejected ................. EVALUE       other 4xx (status and detail kept)
+    ├── SandboxError                                      moving a sandbox to or from DiracX's S3 store
+    │   ├── SandboxTooLarge ................ EFILESIZE    over DiracX's limit (named with the legacy one)
+    │   ├── SandboxFormatRefused ........... EVALUE       DiracX accepts tar.bz2 and tar.zst only
+    │   ├── SandboxChecksumMismatch ........ EBADCKS      the bytes read are not the sha256 in the PFN
+    │   ├── SandboxStorageError ............ ERESUNA      S3 unreachable, expired URL, refused or cut off
+    │   ├── SandboxOfAnotherUser ........... EPERM        DiracX lets only the owner (or JobAdministrator) read it
+    │   ├── SandboxTempFileError ........... ECTMPF       the local temporary file cannot be written (disk, rights)
+    │   └── UnsafeSandboxArchive ........... EVALUE       a member would land outside the destination
     └── ExchangeError                                     the ProxyManager's legacy exchange
         ├── ExchangeRefused ................ ENOAUTH      DiracX will not mint a token for this identity
         │   ├── GroupWithoutVO                            the DIRAC group has no VO
@@ -332,6 +340,117 @@ class DiracXRejected(DiracXError):
         self.status = status
         self.detail = redact(detail)
         super().__init__(f"DiracX refused {doing} (HTTP {status}): {detail}")
+
+
+# --------------------------------------------------------------------------------------------
+# Sandboxes (DiracX's S3 store)
+# --------------------------------------------------------------------------------------------
+
+#: What the legacy SandboxStore service accepts by default (``MaxSandboxSizeMiB``), for messages.
+LEGACY_SANDBOX_LIMIT_MIB = 10
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1048576:.1f} MiB"
+
+
+class SandboxError(BridgeError):
+    """A sandbox could not be moved to or from DiracX's store; messages never carry a presigned URL."""
+
+
+class SandboxTooLarge(SandboxError):
+    """DiracX refused the sandbox for its size (its answer names the limit; by default 100 MiB)."""
+
+    code = DErrno.EFILESIZE
+
+    def __init__(self, size: int, limit: int | None) -> None:
+        self.size, self.limit = size, limit
+        said = f"{limit} bytes ({_mib(limit)})" if limit is not None else "its configured maximum"
+        super().__init__(
+            f"The sandbox is {size} bytes ({_mib(size)}): DiracX accepts at most {said} (the legacy SandboxStore "
+            f"accepted {LEGACY_SANDBOX_LIMIT_MIB} MiB by default, MaxSandboxSizeMiB). Put the large files on a grid "
+            "storage element and list them as LFNs (lfn:...) instead, or ask the DiracX administrators to raise "
+            "the limit"
+        )
+
+
+class SandboxFormatRefused(SandboxError):
+    """DiracX does not accept the archive format the bridge was configured to write."""
+
+    code = DErrno.EVALUE
+
+    def __init__(self, fmt: str, detail: str = "") -> None:
+        said = f" ({detail})" if detail else ""
+        super().__init__(
+            f"DiracX refuses sandboxes of format {fmt}{said}: it accepts tar.bz2 and tar.zst; set "
+            "/DiracX/Bridge/WorkloadManagement/SandboxStore/Format to one of them"
+        )
+
+
+class SandboxChecksumMismatch(SandboxError):
+    """The downloaded bytes do not hash to the checksum the PFN names: nothing was kept."""
+
+    code = DErrno.EBADCKS
+
+    def __init__(self, location: str, expected: str, got: str) -> None:
+        super().__init__(
+            f"The sandbox {location} read from the store has sha256 {got}, not {expected} as its name says: "
+            "it was discarded. Retry; if it persists the stored copy is damaged, ask the DiracX administrators"
+        )
+
+
+class SandboxStorageError(SandboxError):
+    """The S3 store did not take or give the bytes (unreachable, refused, expired URL, cut off).
+
+    ``where`` names the store by scheme and host only: the presigned URL itself is a credential.
+    """
+
+    code = DErrno.ERESUNA
+
+    def __init__(self, doing: str, where: str, cause: str, *, attempts: int = 1) -> None:
+        tried = f" after {attempts} attempts" if attempts > 1 else ""
+        kept = " Nothing was assigned to any job;" if doing.startswith("Uploading") else ""
+        super().__init__(
+            f"{doing} failed at the sandbox store {where}{tried} ({cause}).{kept} Retry later, and if it "
+            "persists ask the DiracX administrators to check the S3 store"
+        )
+
+
+class SandboxOfAnotherUser(SandboxError):
+    """DiracX answered 403 for a sandbox: only its owner, or a JobAdministrator, may read it."""
+
+    code = errno.EPERM
+
+    def __init__(self, location: str, *, who: str, owner: str | None) -> None:
+        whose = f"belongs to {owner}" if owner else "is not yours"
+        super().__init__(
+            f"Not authorized to access sandbox {location}: it {whose}, and DiracX lets only its owner or a "
+            f"JobAdministrator read it (legacy JobSharing is not honoured); {who} may not. Ask its owner for it"
+        )
+
+
+class SandboxTempFileError(SandboxError):
+    """The local temporary archive could not be written or read (disk full, rights, a planted link)."""
+
+    code = DErrno.ECTMPF
+
+    def __init__(self, doing: str, directory: str, cause: str) -> None:
+        super().__init__(
+            f"Cannot {doing} in {directory} ({cause}): free some space there, or point TMPDIR at a directory "
+            "with room for the sandbox"
+        )
+
+
+class UnsafeSandboxArchive(SandboxError):
+    """A member of the archive would be written outside the destination (absolute path, ``..``, link)."""
+
+    code = DErrno.EVALUE
+
+    def __init__(self, location: str, detail: str) -> None:
+        super().__init__(
+            f"Could not open bundle: the sandbox {location} holds a member that would be written outside the "
+            f"destination ({detail}); nothing beyond the destination directory was written"
+        )
 
 
 # --------------------------------------------------------------------------------------------

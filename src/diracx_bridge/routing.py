@@ -34,7 +34,7 @@ from diracx_bridge.adapters import Route, UnservedService, adapter_for
 from diracx_bridge.identity import Caller, resolve_caller
 from diracx_bridge.log import logger
 
-__all__ = ["Route", "decide", "legacy_client", "select", "switched_on"]
+__all__ = ["Route", "decide", "legacy_client", "legacy_transfer_client", "select", "select_transfer", "switched_on"]
 
 _deprecation_lock = threading.Lock()
 _deprecations_warned: set[str] = set()
@@ -191,3 +191,41 @@ def select(
             return diracxClient()  # DIRAC's own FutureClient (JobStateUpdate in 9.1), now with VO routing
         return UnservedService(route, legacy, url, kwargs)
     return cls(route, legacy, url, kwargs)
+
+
+def legacy_transfer_client(url: str, https_client: Any, client_kwargs: Mapping[str, Any]) -> Any:
+    """The DISET (or HTTPS) transfer client DIRAC would build for ``url`` had its switch been off."""
+    from DIRAC.ConfigurationSystem.Client.PathFinder import getServiceURL
+    from DIRAC.Core.DISET.TransferClient import TransferClient
+    from DIRAC.Core.Tornado.Client.TornadoClient import TornadoClient
+
+    kwargs = dict(client_kwargs)
+    try:
+        complete = url if url.startswith(("http", "dip")) else getServiceURL(url)
+        if complete.startswith("http"):
+            return (https_client or TornadoClient)(url, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - DIRAC's own selector falls back to DISET the same way
+        logger().debug("could not resolve the service URL, using DISET", f"{url}: {exc!r}")
+    return TransferClient(url, **kwargs)
+
+
+def select_transfer(original: Callable[..., Any], url: str, *args: Any, **kwargs: Any) -> Any:
+    """DIRAC's ``TransferClientSelector`` without its dead end: a switched-on service gets the legacy transfer client.
+
+    DIRAC's selector raises ``NotImplementedError`` for a switched-on service (it has no DiracX
+    transfer client). The bridge serves DiracX transfers above the transfer client (the
+    SandboxStoreClient hooks, :mod:`diracx_bridge.sandbox_client`), so a transfer that still gets
+    here is one routed to legacy (a disabled VO, a host identity, a fallback): it gets the legacy
+    service, as with the switch off.
+    """
+    try:
+        on = bool(url) and not url.startswith(("dip", "http")) and url.count("/") == 1 and _dirac_says_on(url)
+    except Exception as exc:  # noqa: BLE001 - a routing bug must not break legacy DIRAC
+        logger().exception("routing failed, using the legacy service", f"{url}: {exc!r}")
+        on = True
+    if not on:
+        return original(url, *args, **kwargs)
+    kwargs.pop("diracxClient", None)
+    https_client = kwargs.pop("httpsClient", None)
+    logger().debug(f"{url}: legacy transfer service", "the bridge moves DiracX sandboxes above the transfer client")
+    return legacy_transfer_client(url, https_client, kwargs)

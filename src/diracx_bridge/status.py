@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  active in DIRAC processes : {active}")
     if state["error"]:
         print(f"  activation problem        : {state['error']}")
-    print("  proxy/token hooks         :")
+    print("  hooks into DIRAC          :")
     for label, hook_state in sorted(state["hooks"].items()):
         module, _, name = label.rpartition(".")
         note = "replaced when DIRAC loads the module" if hook_state == "pending" else hook_state

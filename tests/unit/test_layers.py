@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("adapters",),  # one module per legacy client class
     ("shadow",),  # the legacy answer, and a sample of reads compared with DiracX's
     ("routing",),  # adapter, legacy, fallback or refusal
-    ("activation", "status", "cli", "demo", "readiness", "doctor"),  # what DIRAC and admins call
+    # what DIRAC and admins call; sandbox_client: SandboxStoreClient's methods, routed per call
+    ("activation", "sandbox_client", "status", "cli", "demo", "readiness", "doctor"),  # what DIRAC and admins call
 ]
 #: Beside the stack: they use it, nothing in it uses them.
 BESIDE = ("proxy_token_exchange", "cs_sync", "testing")

@@ -48,7 +48,11 @@ ORIGINAL_ATTR = "__diracx_bridge_original__"
 
 @dataclass(frozen=True)
 class Hook:
-    """Replace ``module.name`` by ``factory(original)``; ``factory`` is ``"module:function"``."""
+    """Replace ``module.name`` by ``factory(original)``; ``factory`` is ``"module:function"``.
+
+    ``name`` may be ``"Class.method"``: the method is then replaced on the class itself, so code that
+    bound the class before the hook (``from X import Class``) gets the replacement too.
+    """
 
     module: str
     name: str
@@ -94,7 +98,7 @@ def _set(hook: Hook, state: str) -> None:
 
 def _install_one(hook: Hook) -> None:
     module = sys.modules.get(hook.module)
-    if module is not None and hook.name in vars(module):
+    if module is not None and _defines(module, hook.name):
         apply(hook, module)
         return
     if module is not None:
@@ -114,14 +118,33 @@ def apply(hook: Hook, module: ModuleType) -> None:
     factory_module, _, factory_name = hook.factory.partition(":")
     factory: Callable[[Any], Any] = getattr(importlib.import_module(factory_module), factory_name)
     with _lock:
-        current = getattr(module, hook.name)
+        owner, attribute = _owner(module, hook.name)
+        current = getattr(owner, attribute)
         if getattr(current, ORIGINAL_ATTR, None) is not None:
             _status[hook.label] = "installed"
             return
         replacement = factory(current)
         setattr(replacement, ORIGINAL_ATTR, current)
-        setattr(module, hook.name, replacement)
+        setattr(owner, attribute, replacement)
         _status[hook.label] = "installed"
+
+
+def _owner(module: ModuleType, name: str) -> tuple[Any, str]:
+    """What holds ``name`` (``"f"``: the module; ``"Class.method"``: the class) and the attribute's own name."""
+    owner: Any = module
+    *path, attribute = name.split(".")
+    for part in path:
+        owner = vars(owner)[part]
+    return owner, attribute
+
+
+def _defines(module: ModuleType, name: str) -> bool:
+    """Whether the module (or its class, for ``"Class.method"``) defines ``name`` itself."""
+    try:
+        owner, attribute = _owner(module, name)
+    except (KeyError, TypeError):
+        return False
+    return attribute in vars(owner)
 
 
 def uninstall(hooks: Sequence[Hook] = HOOKS) -> None:
@@ -129,10 +152,11 @@ def uninstall(hooks: Sequence[Hook] = HOOKS) -> None:
     with _lock:
         for hook in hooks:
             module = sys.modules.get(hook.module)
-            current = getattr(module, hook.name, None) if module is not None else None
-            original = getattr(current, ORIGINAL_ATTR, None)
-            if module is not None and original is not None:
-                setattr(module, hook.name, original)
+            if module is not None and _defines(module, hook.name):
+                owner, attribute = _owner(module, hook.name)
+                original = getattr(vars(owner)[attribute], ORIGINAL_ATTR, None)
+                if original is not None:
+                    setattr(owner, attribute, original)
             _status.pop(hook.label, None)
         if _the_finder is not None:
             _the_finder.remove(hooks)
@@ -207,7 +231,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
             hooks = list(self._pending.get(fullname, []))
         for hook in hooks:
             try:
-                if hook.name not in vars(module):
+                if not _defines(module, hook.name):
                     _set(hook, f"failed: {hook.module} has no {hook.name} (another DIRAC version?)")
                 else:
                     apply(hook, module)

@@ -96,6 +96,7 @@ class DiracCfgParams:
     host_dn: str
     ports: dict[str, int] = field(default_factory=dict)  # "System/Service" -> port
     cs_port: int = 0  # the master Configuration Server
+    sandbox_limit_mib: int = 10  # the legacy SandboxStore's MaxSandboxSizeMiB (DIRAC's default)
 
     @property
     def cs_url(self) -> str:
@@ -326,6 +327,9 @@ Systems
         Port = $port_WorkloadManagement_SandboxStore
         LocalSE = ProductionSandboxSE
         BasePath = $state/sandboxes
+        MaxSandboxSizeMiB = $sandbox_limit_mib
+        # UseDiracXBackend stays off: legacy uploads stay in the legacy store (the tests prove
+        # which side moved the bytes). Downloads of DiracX's /S3/ PFNs work without it.
         Authorization
         {
           Default = authenticated
@@ -398,6 +402,25 @@ Resources
   StorageElements
   {
     ProductionSandboxSE
+    {
+      BackendType = DISET
+      AccessProtocol = dips
+      AccessProtocols = dips
+      WriteProtocols = dips
+      DIP
+      {
+        Host = localhost
+        Port = $port_WorkloadManagement_SandboxStore
+        PluginName = DIP
+        Protocol = dips
+        Path = /WorkloadManagement/SandboxStore
+        Access = remote
+      }
+    }
+    # DiracX 0.7.0's sandbox SE (its SandboxStoreSettings.se_name): its PFNs are
+    # SB:SandboxSE|/S3/<bucket>/..., which DIRAC's SandboxStoreClient fetches through this SE,
+    # i.e. through the SandboxStore service, which gets them from DiracX (its /S3 branch).
+    SandboxSE
     {
       BackendType = DISET
       AccessProtocol = dips
@@ -529,6 +552,7 @@ def render(params: DiracCfgParams) -> str:
         legacy_key=params.legacy_key,
         host_dn=params.host_dn,
         ce=CE,
+        sandbox_limit_mib=params.sandbox_limit_mib,
         host_properties=", ".join(HOST_PROPERTIES),
         mysql_port=params.mysql_port,
         opensearch_port=params.opensearch_port,

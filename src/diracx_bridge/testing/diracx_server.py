@@ -25,7 +25,9 @@ import httpx
 import yaml
 
 from diracx_bridge.testing.access_log import ACCESS_LOG_ENV, AccessLog
+from diracx_bridge.testing.diracx_app import MAX_SANDBOX_SIZE_ENV
 from diracx_bridge.testing.processes import GridError, ManagedProcess, free_port, run_logged
+from diracx_bridge.testing.s3_front import S3Front
 
 #: The databases DiracX declares (entry points ``diracx.dbs.sql``), by settings name.
 SQL_DB_NAMES = (
@@ -39,6 +41,9 @@ SQL_DB_NAMES = (
     "TransformationDB",
 )
 SANDBOX_BUCKET = "sandboxes"
+#: DiracX 0.7.0's sandbox SE name (``SandboxStoreSettings.se_name``'s default): its PFNs are
+#: ``SB:SandboxSE|/S3/<bucket>/<vo>/<group>/<user>/sha256:<hex>.<format>``; DIRAC's CS must know it.
+SANDBOX_SE = "SandboxSE"
 #: The public client ID DiracX's own CLI uses for the refresh-token grant.
 CLIENT_ID = "myDIRACClientID"
 
@@ -97,7 +102,10 @@ class DiracXServer:
     ``opensearch`` is the JobParametersDB connection: the OpenSearch client keyword arguments
     (``{"hosts": ...}``) of a stand-in server, or ``None`` for diracx-testing's SQLite mock.
     Every request the API server answers is appended to :attr:`access_log` (``diracx-access.log``
-    next to the other logs), which tests read to prove what reached DiracX.
+    next to the other logs), which tests read to prove what reached DiracX. DiracX reaches moto
+    through :attr:`s3_front` (:mod:`.s3_front`), so its presigned URLs name the front, whose log
+    shows who moved a sandbox's bytes and which can break a transfer on purpose.
+    ``max_sandbox_size`` (bytes) replaces DiracX's 100 MiB limit (test grid only; None: DiracX's).
     """
 
     workdir: Path
@@ -109,7 +117,9 @@ class DiracXServer:
     port: int = 0
     s3_port: int = 0
     log_dir: Path | None = None
+    max_sandbox_size: int | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
+    s3_front: S3Front | None = None
 
     @property
     def url(self) -> str:
@@ -145,6 +155,9 @@ class DiracXServer:
         else:
             osdb = self.opensearch
         env["DIRACX_OS_DB_JOBPARAMETERSDB"] = json.dumps(osdb)
+        if self.max_sandbox_size is not None:
+            env[MAX_SANDBOX_SIZE_ENV] = str(self.max_sandbox_size)
+        s3_endpoint = self.s3_front.url if self.s3_front is not None else self.s3_url
         env.update(
             {
                 "DIRACX_CONFIG_BACKEND_URL": f"git+file://{self.config_repo}",
@@ -157,7 +170,7 @@ class DiracXServer:
                 "DIRACX_SANDBOX_STORE_BUCKET_NAME": SANDBOX_BUCKET,
                 "DIRACX_SANDBOX_STORE_AUTO_CREATE_BUCKET": "true",
                 "DIRACX_SANDBOX_STORE_S3_CLIENT_KWARGS": json.dumps(
-                    {"endpoint_url": self.s3_url, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+                    {"endpoint_url": s3_endpoint, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
                 ),
             }
         )
@@ -198,9 +211,11 @@ class DiracXServer:
         return self
 
     def launch_s3(self) -> None:
-        """Start moto (from the main thread); :meth:`launch_api` waits for it."""
+        """Start moto and its front (from the main thread); :meth:`launch_api` waits for them."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.s3_port = self.s3_port or free_port()
+        self.s3_front = S3Front(upstream=self.s3_url, log_dir=self.logs)
+        self.s3_front.port = free_port()
         s3 = ManagedProcess(
             "moto-s3",
             [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.s3_port)],
@@ -208,11 +223,14 @@ class DiracXServer:
             env=self.environment(),
         ).start()
         self.processes.append(s3)
+        self.processes.append(self.s3_front.launch(self.environment()))
 
     def launch_api(self) -> None:
         """Start uvicorn (from the main thread) once S3 is up, without waiting for the API."""
         s3 = next(p for p in self.processes if p.name == "moto-s3")
         s3.wait_for_port(self.s3_port, timeout=90)
+        assert self.s3_front is not None
+        self.s3_front.wait_ready()
         httpx.put(f"{self.s3_url}/{SANDBOX_BUCKET}", timeout=10)
         self._launch_api(self.environment())
 
@@ -260,6 +278,26 @@ class DiracXServer:
         """Bring the API server back after :meth:`stop_api`, on the same port."""
         self._launch_api(self.environment())
         self.wait_ready()
+
+    def stop_s3_front(self) -> None:
+        """Stop the S3 front: presigned URLs then name a port that refuses connections."""
+        front = self.s3_front
+        assert front is not None and front.process is not None
+        front.stop()
+        self.processes.remove(front.process)
+
+    def start_s3_front(self) -> None:
+        """Bring the S3 front back after :meth:`stop_s3_front`, on the same port."""
+        assert self.s3_front is not None
+        self.s3_front.restart(self.environment())
+        assert self.s3_front.process is not None
+        self.processes.append(self.s3_front.process)
+
+    def restart_api(self, *, max_sandbox_size: int | None) -> None:
+        """Restart the API server with another sandbox size limit (None: DiracX's 100 MiB)."""
+        self.stop_api()
+        self.max_sandbox_size = max_sandbox_size
+        self.start_api()
 
     # --- helpers for tests and the demo -----------------------------------------------------------
 

@@ -78,12 +78,20 @@ class Grid:
     """Start with :meth:`start` (or as a context manager); stop with :meth:`stop`."""
 
     def __init__(
-        self, workdir: Path, *, opensearch_standin: bool = True, cs_options: Mapping[str, str] | None = None
+        self,
+        workdir: Path,
+        *,
+        opensearch_standin: bool = True,
+        cs_options: Mapping[str, str] | None = None,
+        sandbox_limit_mib: int | None = None,
     ) -> None:
         """``cs_options``: ``{"/Section/Option": value}`` set in the CS of every side (servers and
-        clients) before anything starts; the tests' grid sets none (a benchmark raises a limit)."""
+        clients) before anything starts; the tests' grid sets none (a benchmark raises a limit).
+        ``sandbox_limit_mib`` raises both sandbox size limits (legacy ``MaxSandboxSizeMiB``,
+        DiracX's 100 MiB: test grid only, see :mod:`.diracx_app`); None keeps both defaults."""
         self.workdir = workdir.resolve()
         self.cs_options = dict(cs_options or {})
+        self.sandbox_limit_mib = sandbox_limit_mib
         self.state = self.workdir / "dirac"  # DIRAC_ROOT_PATH
         self.log_dir = self.workdir / "logs"
         self.opensearch_standin = opensearch_standin
@@ -181,6 +189,7 @@ class Grid:
             legacy_key=self.legacy_key,
             own_dbs=("AuthDB", "TransformationDB"),
             log_dir=self.log_dir,
+            max_sandbox_size=self.sandbox_limit_mib * 1024 * 1024 if self.sandbox_limit_mib else None,
         )
         self.mysql.start()
         self.opensearch_port = free_port()
@@ -224,6 +233,7 @@ class Grid:
             host_dn=self.host.dn,
             ports=self.ports,
             cs_port=self.cs_port,
+            sandbox_limit_mib=self.sandbox_limit_mib or 10,
         )
         etc = self.server_root / "etc"
         etc.mkdir(parents=True, exist_ok=True)
