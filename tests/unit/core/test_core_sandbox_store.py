@@ -1188,3 +1188,21 @@ def test_threads_share_one_s3_client_and_none_is_dropped_unclosed(monkeypatch: p
     assert len(made) == 2
     assert len({id(client) for client in got}) == 1
     assert other is not got[0]
+
+
+@pytest.mark.parametrize("failure", ["size limit", "s3 refuses"])
+def test_an_archive_kept_on_failure_leaves_nothing_once_the_jobwrapper_removed_it(
+    proxy: Path, store: FakeStore, files: list[str], _private_tempdir: Path, failure: str
+) -> None:
+    """As legacy: one file in TMPDIR (mode 0600, unpredictable name); the JobWrapper's unlink leaves nothing behind."""
+    if failure == "s3 refuses":
+        store.s3_failures = [httpx.Response(400, text="<Error><Code>EntityTooLarge</Code></Error>")]
+    result = make_adapter(proxy).upload_files(files, 10 if failure == "size limit" else 0, {"Job:4": "Output"})
+    assert not result["OK"], result
+    kept = Path(result["SandboxFileName"])
+    assert kept.parent == _private_tempdir
+    assert kept.name.startswith("LDSB.") and kept.name.endswith(".tar.zst")
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert extracted(kept.read_bytes())["a.txt"] == b"alpha\n"
+    os.unlink(kept)  # what JobWrapper.processJobOutputs does once it has tried grid storage
+    assert os.listdir(_private_tempdir) == []
