@@ -217,11 +217,20 @@ class _PresignedURLFilter(logging.Filter):
             record.args = tuple(
                 f"{where(str(arg))}/<presigned URL>" if _PRESIGNED.search(str(arg)) else arg for arg in record.args
             )
+        # httpcore's DEBUG trace is one preformatted string, response headers included: a redirect's
+        # Location (S3 answers 307 for another region) carries the signed query.
+        if isinstance(record.msg, str) and _PRESIGNED.search(record.msg):
+            record.msg = _URL.sub(
+                lambda m: f"{where(m.group(0))}/<presigned URL>" if _PRESIGNED.search(m.group(0)) else m.group(0),
+                record.msg,
+            )
         return True
 
 
 _url_filter = _PresignedURLFilter()
-logging.getLogger("httpx").addFilter(_url_filter)
+#: A logger's filters see only its own records, not its children's: each logger httpx and httpcore log with.
+for _name in ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy", "httpcore.socks"):
+    logging.getLogger(_name).addFilter(_url_filter)
 
 _clients: dict[tuple[int, bool, float], httpx.Client] = {}
 _clients_lock = threading.Lock()
