@@ -43,7 +43,7 @@ from diracx_bridge.log import logger
 _S3_PFN = re.compile(r"^/S3/[a-z0-9.\-]{3,63}/([^/]+)/([^/]+)/([^/]+)/[a-z0-9]{3,10}:[0-9a-f]{64}\.[a-z0-9.]+$")
 _TOO_LARGE = re.compile(r"Sandbox too large, maximum allowed is (\d+) bytes")
 _VALID_TYPES = ("Input", "Output")
-_JOB_ENTITY = re.compile(r"^Job:(\d+)$")
+_JOB_ENTITY = re.compile(r"^Job:([0-9]+)\Z")  # legacy matches the entity as written: ASCII digits, no newline
 
 _UPLOAD_DOING = "Uploading the sandbox"
 

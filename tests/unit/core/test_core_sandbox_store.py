@@ -1247,3 +1247,12 @@ def test_httpcore_debug_log_never_shows_a_presigned_url_in_a_redirect(
     assert "receive_response_headers.complete" in caplog.text  # httpcore did log the headers
     assert SIGNATURE not in caplog.text
     assert SIGNATURE not in str(raised.value)
+
+
+@pytest.mark.parametrize("entity", ["Job:\u0665", "Job:5\n", "Job:\uff15"])
+def test_a_job_entity_is_ascii_digits_only_as_legacy_matches_it(proxy: Path, store: FakeStore, entity: str) -> None:
+    """Legacy looks the entity up as written: 'Job:٥' (Arabic-Indic five) is no row, not job 5."""
+    store.assigned[5] = {"Output": [pfn_for("b" * 64)]}
+    result = make_adapter(proxy).getSandboxesAssignedToEntity(entity)
+    assert result["OK"] and result["Value"] == {}, result
+    assert store.diracx.requests_to("/api/jobs/5/sandbox") == []
