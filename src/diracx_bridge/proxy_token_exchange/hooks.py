@@ -130,7 +130,7 @@ def _after_current_import(hook: Hook) -> bool:
     moment, for a subclass whose ``__setattr__`` notices the binding, applies the waiting hooks and
     puts the class back. A top-level module has no parent: its hook cannot wait.
     """
-    parent_name, _, child = hook.module.rpartition(".")
+    parent_name = hook.module.rpartition(".")[0]
     parent = sys.modules.get(parent_name) if parent_name else None
     if parent is None or not isinstance(parent, ModuleType):
         return False
