@@ -27,6 +27,7 @@ talks to DiracX's API or knows about DIRAC's ``S_OK``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -40,7 +41,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -105,6 +105,23 @@ def remove_dir(directory: str | None) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def keep(archive: Archive, directory: str) -> Archive:
+    """The archive moved out of its private ``directory`` (then removed), as legacy keeps it: one file in TMPDIR.
+
+    The JobWrapper unlinks ``SandboxFileName`` once it has tried grid storage; a private directory
+    around it would be left behind in ``/tmp`` for every failed upload. ``mkstemp`` gives the same
+    guarantees as the directory (random name, O_EXCL, 0600); ``os.replace`` stays on its file system.
+    """
+    try:
+        fd, kept = tempfile.mkstemp(prefix="LDSB.", suffix=f".{archive.format}", dir=os.path.dirname(directory))
+        os.close(fd)
+        os.replace(archive.path, kept)
+    except OSError:
+        return archive  # kept where it is, in its directory
+    remove_dir(directory)
+    return dataclasses.replace(archive, path=kept)
+
+
 class HashingWriter(io.RawIOBase):
     """Writes through to ``target`` while computing sha256 and counting the bytes (one pass)."""
 
@@ -124,7 +141,7 @@ class HashingWriter(io.RawIOBase):
         return view.nbytes
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Archive:
     """A sandbox archive on disk, as DiracX's ``SandboxInfo`` describes it."""
 
@@ -200,11 +217,20 @@ class _PresignedURLFilter(logging.Filter):
             record.args = tuple(
                 f"{where(str(arg))}/<presigned URL>" if _PRESIGNED.search(str(arg)) else arg for arg in record.args
             )
+        # httpcore's DEBUG trace is one preformatted string, response headers included: a redirect's
+        # Location (S3 answers 307 for another region) carries the signed query.
+        if isinstance(record.msg, str) and _PRESIGNED.search(record.msg):
+            record.msg = _URL.sub(
+                lambda m: f"{where(m.group(0))}/<presigned URL>" if _PRESIGNED.search(m.group(0)) else m.group(0),
+                record.msg,
+            )
         return True
 
 
 _url_filter = _PresignedURLFilter()
-logging.getLogger("httpx").addFilter(_url_filter)
+#: A logger's filters see only its own records, not its children's: each logger httpx and httpcore log with.
+for _name in ("httpx", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy", "httpcore.socks"):
+    logging.getLogger(_name).addFilter(_url_filter)
 
 _clients: dict[tuple[int, bool, float], httpx.Client] = {}
 _clients_lock = threading.Lock()

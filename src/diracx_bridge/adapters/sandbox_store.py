@@ -43,7 +43,7 @@ from diracx_bridge.log import logger
 _S3_PFN = re.compile(r"^/S3/[a-z0-9.\-]{3,63}/([^/]+)/([^/]+)/([^/]+)/[a-z0-9]{3,10}:[0-9a-f]{64}\.[a-z0-9.]+$")
 _TOO_LARGE = re.compile(r"Sandbox too large, maximum allowed is (\d+) bytes")
 _VALID_TYPES = ("Input", "Output")
-_JOB_ENTITY = re.compile(r"^Job:(\d+)$")
+_JOB_ENTITY = re.compile(r"^Job:([0-9]+)\Z")  # legacy matches the entity as written: ASCII digits, no newline
 
 _UPLOAD_DOING = "Uploading the sandbox"
 
@@ -201,7 +201,7 @@ class SandboxStoreAdapter(Adapter):
                     "write the sandbox archive", directory, exc.strerror or repr(exc)
                 ) from None
             if size_limit and size_limit > 0 and archive.size > size_limit:
-                return _with_file(S_ERROR("Size over the limit"), archive)
+                return _with_file(S_ERROR("Size over the limit"), _sandbox.keep(archive, directory))
             self._uses = (SANDBOX_UPLOAD, SANDBOX_ASSIGN_OUTPUT) if assign else (SANDBOX_UPLOAD,)
             self._unserved_why = None
             try:
@@ -217,11 +217,11 @@ class SandboxStoreAdapter(Adapter):
             if archive is None:
                 _sandbox.remove_dir(directory)
             # Once made, the archive stays on disk: the JobWrapper's failover uploads it to grid storage.
-            return _with_file(dict(exc.result), archive)
+            return _with_file(dict(exc.result), _kept(archive, directory))
         except Exception as exc:  # noqa: BLE001 - a bridge bug must answer, never raise into DIRAC
             if archive is None:
                 _sandbox.remove_dir(directory)  # a partial archive is of no use to anyone
-            return _with_file(_bug("uploadFilesAsSandbox", exc), archive)
+            return _with_file(_bug("uploadFilesAsSandbox", exc), _kept(archive, directory))
         _sandbox.remove_dir(directory)
         return _with_file(S_OK(pfn), archive)  # as legacy: the name of the (now removed) local archive
 
@@ -434,6 +434,11 @@ def _with_file(result: dict[str, Any], archive: _sandbox.Archive | None) -> dict
     if archive is not None:
         result["SandboxFileName"] = archive.path
     return result
+
+
+def _kept(archive: _sandbox.Archive | None, directory: str | None) -> _sandbox.Archive | None:
+    """The archive kept for the caller (legacy's ``SandboxFileName``) as one file in TMPDIR, if one was made."""
+    return _sandbox.keep(archive, directory) if archive is not None and directory else archive
 
 
 def _extracted(path: str, destination: str, location: str) -> dict[str, Any]:

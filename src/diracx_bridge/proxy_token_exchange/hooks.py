@@ -23,6 +23,9 @@ When a target module is already imported (``dirac-proxy-init`` imports ``addToke
 its line 22; DIRAC's extension discovery, hence :func:`install`, runs at its line 25), the name
 is replaced at once; otherwise a small ``sys.meta_path`` finder replaces it right after the
 module is executed (``ProxyManagerHandler`` is imported by ``dirac-service`` long after start-up).
+When the bridge is activated *during* the target's own import (its imports run DIRAC's extension
+discovery before its names are bound: a process whose first DIRAC import is ``SandboxStoreClient``),
+the name is replaced the moment Python binds the finished module on its parent package.
 
 :func:`install` runs inside DIRAC's start-up in every DIRAC process: it imports neither DIRAC
 nor diracx, costs a few microseconds, and never raises. The replacement modules are imported
@@ -102,13 +105,73 @@ def _install_one(hook: Hook) -> None:
         apply(hook, module)
         return
     if module is not None:
-        # Being imported right now, above us on the stack, and the name is not bound yet: the
-        # finder cannot see an import already in progress. DIRAC 9.1.22 never does this (the
-        # tests check each hook is in place in the real processes); keep DIRAC's own function.
-        _set(hook, "failed: the module was mid-import without the name; DIRAC's own function is used")
+        # Being imported right now (above us on the stack: the module's own imports triggered
+        # DIRAC's extension discovery, e.g. a script whose first import is SandboxStoreClient),
+        # so the name is not bound yet and the finder is too late: apply it when the import ends.
+        if _after_current_import(hook):
+            _set(hook, "pending")
+        else:
+            _set(hook, "failed: the module was mid-import without the name; DIRAC's own function is used")
         return
     _set(hook, "pending")
     _finder().add(hook)
+
+
+#: module name -> hooks waiting for the end of that module's import, already under way.
+_waiting: dict[str, list[Hook]] = {}
+
+
+def _after_current_import(hook: Hook) -> bool:
+    """Apply ``hook`` once its module, whose import is under way, has been executed; False if impossible.
+
+    Python binds a submodule on its parent package (``setattr(parent, child, module)`` in
+    ``importlib._bootstrap._find_and_load_unlocked``) right after executing it, whether the import
+    started above us or in another thread. The parent package's class is swapped, for that one
+    moment, for a subclass whose ``__setattr__`` notices the binding, applies the waiting hooks and
+    puts the class back. A top-level module has no parent: its hook cannot wait.
+    """
+    parent_name = hook.module.rpartition(".")[0]
+    parent = sys.modules.get(parent_name) if parent_name else None
+    if parent is None or not isinstance(parent, ModuleType):
+        return False
+    with _lock:
+        waiting = _waiting.setdefault(hook.module, [])
+        if hook not in waiting:
+            waiting.append(hook)
+        if getattr(type(parent), "_diracx_bridge_watching", False):
+            return True
+        base = type(parent)
+
+        class _Watching(base):  # type: ignore[valid-type, misc]
+            _diracx_bridge_watching = True
+
+            def __setattr__(self, name: str, value: Any) -> None:
+                super().__setattr__(name, value)
+                if isinstance(value, ModuleType) and value.__name__.startswith(f"{self.__name__}."):
+                    _imported(self, base, value)
+
+        try:
+            parent.__class__ = _Watching
+        except TypeError:
+            _waiting.pop(hook.module, None)
+            return False
+    return True
+
+
+def _imported(parent: ModuleType, base: type, module: ModuleType) -> None:
+    """A submodule of a watched package was bound: apply its waiting hooks; stop watching if none is left."""
+    with _lock:
+        hooks = _waiting.pop(module.__name__, [])
+        if not any(name.rpartition(".")[0] == parent.__name__ for name in _waiting):
+            parent.__class__ = base
+    for hook in hooks:
+        try:
+            if not _defines(module, hook.name):
+                _set(hook, f"failed: {hook.module} has no {hook.name} (another DIRAC version?)")
+            else:
+                apply(hook, module)
+        except Exception as exc:  # noqa: BLE001 - the import itself must succeed
+            _set(hook, f"failed: {exc!r}")
 
 
 def apply(hook: Hook, module: ModuleType) -> None:
@@ -158,6 +221,9 @@ def uninstall(hooks: Sequence[Hook] = HOOKS) -> None:
                 if original is not None:
                     setattr(owner, attribute, original)
             _status.pop(hook.label, None)
+            waiting = _waiting.get(hook.module, [])
+            if hook in waiting:
+                waiting.remove(hook)
         if _the_finder is not None:
             _the_finder.remove(hooks)
 

@@ -1188,3 +1188,71 @@ def test_threads_share_one_s3_client_and_none_is_dropped_unclosed(monkeypatch: p
     assert len(made) == 2
     assert len({id(client) for client in got}) == 1
     assert other is not got[0]
+
+
+@pytest.mark.parametrize("failure", ["size limit", "s3 refuses"])
+def test_an_archive_kept_on_failure_leaves_nothing_once_the_jobwrapper_removed_it(
+    proxy: Path, store: FakeStore, files: list[str], _private_tempdir: Path, failure: str
+) -> None:
+    """As legacy: one file in TMPDIR (mode 0600, unpredictable name); the JobWrapper's unlink leaves nothing behind."""
+    if failure == "s3 refuses":
+        store.s3_failures = [httpx.Response(400, text="<Error><Code>EntityTooLarge</Code></Error>")]
+    result = make_adapter(proxy).upload_files(files, 10 if failure == "size limit" else 0, {"Job:4": "Output"})
+    assert not result["OK"], result
+    kept = Path(result["SandboxFileName"])
+    assert kept.parent == _private_tempdir
+    assert kept.name.startswith("LDSB.") and kept.name.endswith(".tar.zst")
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert extracted(kept.read_bytes())["a.txt"] == b"alpha\n"
+    os.unlink(kept)  # what JobWrapper.processJobOutputs does once it has tried grid storage
+    assert os.listdir(_private_tempdir) == []
+
+
+def test_httpcore_debug_log_never_shows_a_presigned_url_in_a_redirect(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store answering 307 (S3 does, for another region) with the signed URL in Location: not followed, not logged.
+
+    httpcore logs the response headers at DEBUG level as one preformatted string (no args).
+    """
+    import http.server
+    import logging
+    import threading
+
+    signed = f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={SIGNATURE}"
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", f"http://elsewhere.test/sandboxes/k{signed}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(_sandbox, "transport", None)
+    _sandbox.forget_clients()
+    try:
+        with caplog.at_level(logging.DEBUG), pytest.raises(errors.SandboxStorageError) as raised:
+            url = f"http://127.0.0.1:{server.server_port}/sandboxes/k{signed}"
+            _sandbox.download(url, str(tmp_path / "f"), attempts=1, timeout=5.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+        _sandbox.forget_clients()
+    assert "HTTP 307" in str(raised.value)
+    assert "receive_response_headers.complete" in caplog.text  # httpcore did log the headers
+    assert SIGNATURE not in caplog.text
+    assert SIGNATURE not in str(raised.value)
+
+
+@pytest.mark.parametrize("entity", ["Job:\u0665", "Job:5\n", "Job:\uff15"])
+def test_a_job_entity_is_ascii_digits_only_as_legacy_matches_it(proxy: Path, store: FakeStore, entity: str) -> None:
+    """Legacy looks the entity up as written: 'Job:٥' (Arabic-Indic five) is no row, not job 5."""
+    store.assigned[5] = {"Output": [pfn_for("b" * 64)]}
+    result = make_adapter(proxy).getSandboxesAssignedToEntity(entity)
+    assert result["OK"] and result["Value"] == {}, result
+    assert store.diracx.requests_to("/api/jobs/5/sandbox") == []

@@ -76,6 +76,37 @@ def test_a_module_imported_later_gets_its_name_replaced_right_after_it_runs(fake
     assert "hello" in inspect.getsource(module)
 
 
+def test_a_module_whose_own_imports_activate_the_bridge_is_hooked_when_its_import_ends(fake_modules: Path) -> None:
+    """A script whose first DIRAC import is SandboxStoreClient: that module's own imports run DIRAC's
+    extension discovery (the activation) while it is half executed, its names not bound yet."""
+    package = fake_modules / "ptx_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (fake_modules / "ptx_trigger.py").write_text(
+        "from diracx_bridge.proxy_token_exchange import hooks\n"
+        "from diracx_bridge.proxy_token_exchange.hooks import Hook\n"
+        "hooks.install([Hook('ptx_pkg.mod', 'greet', 'ptx_factories:wrap'),\n"
+        "               Hook('ptx_pkg.mod', 'Client.call', 'ptx_factories:wrap')])\n"
+    )
+    (package / "mod.py").write_text(
+        "import ptx_trigger  # noqa: F401\n"
+        "def greet(x):\n    return f'hello {x}'\n"
+        "class Client:\n    def call(self):\n        return 'called'\n"
+    )
+    importlib.invalidate_caches()
+    import ptx_pkg  # the parent package first, as DIRAC's are
+
+    plain = type(ptx_pkg)
+    module = importlib.import_module("ptx_pkg.mod")
+    assert module.greet("you") == ("bridged", "hello you")
+    assert module.Client().call() == ("bridged", "called")
+    assert hooks.status()["ptx_pkg.mod.greet"] == "installed"
+    assert hooks.status()["ptx_pkg.mod.Client.call"] == "installed"
+    assert type(ptx_pkg) is plain  # the package is itself again once the import is over
+    assert ptx_pkg.mod is module
+    assert not hooks._waiting
+
+
 def test_an_already_imported_module_is_patched_at_once_and_only_once(fake_modules: Path) -> None:
     name = _target(fake_modules, "ptx_now")
     module = importlib.import_module(name)
