@@ -417,7 +417,7 @@ Resources
         Access = remote
       }
     }
-    # DiracX 0.7.0's sandbox SE (its SandboxStoreSettings.se_name): its PFNs are
+    # DiracX's sandbox SE (its SandboxStoreSettings.se_name): its PFNs are
     # SB:SandboxSE|/S3/<bucket>/..., which DIRAC's SandboxStoreClient fetches through this SE,
     # i.e. through the SandboxStore service, which gets them from DiracX (its /S3 branch).
     SandboxSE

@@ -40,7 +40,7 @@ MAX_SANDBOX_SIZE_ENV = "DIRACX_BRIDGE_MAX_SANDBOX_SIZE_BYTES"
 
 
 def _raise_sandbox_limit() -> None:
-    """Test grid only: replace DiracX 0.7.0's hard-coded 100 MiB sandbox limit (read at call time)."""
+    """Test grid only: replace DiracX's hard-coded 100 MiB sandbox limit (read at call time)."""
     limit = os.environ.get(MAX_SANDBOX_SIZE_ENV)
     if not limit:
         return

@@ -41,7 +41,7 @@ SQL_DB_NAMES = (
     "TransformationDB",
 )
 SANDBOX_BUCKET = "sandboxes"
-#: DiracX 0.7.0's sandbox SE name (``SandboxStoreSettings.se_name``'s default): its PFNs are
+#: DiracX's sandbox SE name (``SandboxStoreSettings.se_name``'s default): its PFNs are
 #: ``SB:SandboxSE|/S3/<bucket>/<vo>/<group>/<user>/sha256:<hex>.<format>``; DIRAC's CS must know it.
 SANDBOX_SE = "SandboxSE"
 #: The public client ID DiracX's own CLI uses for the refresh-token grant.
