@@ -202,3 +202,42 @@ def test_concurrent_calls_each_keep_their_own_snapshot_and_leave_dirac_as_it_was
         thread.join()
     assert failures == [] and results == [5, 5]
     assert JobDescriptionModel.__dict__["_config_builder"] is original
+
+
+@pytest.mark.parametrize(
+    "jdl",
+    [
+        '[ Executable = "/bin/true"; ]',
+        '[ Executable = "/bin/true"; CPUTime = 1000; InputData = {"/testvo/a"}; ]',
+        '[ Executable = "/bin/true"; Platform = "NoSuchOS"; ]',
+        '[ Executable = "/bin/true"; VirtualOrganization = "elsewhere"; ]',
+    ],
+)
+def test_the_job_checks_built_once_answer_as_diracs_own_per_job_wrappers(
+    dirac_cs: Callable[[str, str], None], jdl: str
+) -> None:
+    """``check_submission`` calls DIRACCommon's checks with configurations it builds once; DIRAC's
+    ``JobDBUtils`` wrappers build the same per job: same answers, same prepared JDL."""
+    from DIRAC.WorkloadManagementSystem.Client.JobState.JobManifest import makeJobManifestConfig
+    from DIRAC.WorkloadManagementSystem.DB import JobDBUtils
+    from DIRACCommon.Core.Utilities.ClassAd.ClassAdLight import ClassAd
+    from DIRACCommon.WorkloadManagementSystem.DB import JobDBUtils as CommonJobDBUtils
+
+    dirac_cs(f"/Operations/{VO}/InputDataPolicy/InputDataModule", "Some.Module")
+    dirac_cs("/Operations/Defaults/JobDescription/DefaultCPUTime", "4242")
+
+    def prepared(manifest_result: dict[str, Any], check: Callable[..., dict[str, Any]]) -> tuple[Any, ...]:
+        class_ad = ClassAd(manifest_result["Value"].dumpAsJDL())
+        result = check(class_ad)
+        return {k: v for k, v in result.items() if k != "CallStack"}, class_ad.asJDL()
+
+    dirac = prepared(
+        JobDBUtils.checkAndAddOwner(jdl, USER, GROUP),
+        lambda ad: JobDBUtils.checkAndPrepareJob(None, ad, ClassAd("[]"), USER, GROUP, {}, VO),
+    )
+    config = job_manager._job_check_config(GROUP, VO)
+    ours = prepared(
+        CommonJobDBUtils.checkAndAddOwner(jdl, USER, GROUP, job_manifest_config=makeJobManifestConfig(GROUP)),
+        lambda ad: CommonJobDBUtils.checkAndPrepareJob(None, ad, ClassAd("[]"), USER, GROUP, {}, VO, config=config),
+    )
+    assert ours == dirac
