@@ -61,7 +61,8 @@ the DiracX requests per call; ratios adapter/legacy (the issue's target: at leas
 <= 0.5), adapter/raw_httpx and adapter/dirac_future, as ratios of medians and per-round medians.
 Never asserted in tests.
 
-Run: ``.venv/bin/python bench/job_writes_bench.py [--rounds N] [--jobs N] [--status-jobs N] [--workdir DIR]``.
+Run: ``.venv/bin/python bench/job_writes_bench.py [--rounds N] [--jobs N] [--status-jobs N] [--cases CASE ...]
+[--workdir DIR]`` (``--cases submit``: that case alone, a few minutes).
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             "jobs": args.jobs,
             "status_jobs": args.status_jobs,
             "records": args.records,
+            "cases": args.cases,
             "results": str(results_path),
         }
         spec_path.write_text(json.dumps(spec))
@@ -203,7 +205,7 @@ def report(results: dict[str, Any]) -> str:
         f"measuring time {results['measure_s']:.0f} s (of which preparing jobs {results['prepare_s']:.0f} s)",
     ]
     verdicts = []
-    for case in CASES:
+    for case in results.get("cases", CASES):
         data = results["samples"][case]
         wall, cpu = data["ms"], data["cpu_ms"]
         lines += ["", f"== {results['labels'][case]} ==", ""]
@@ -507,7 +509,7 @@ class Child:
         return metrics
 
 
-def sql_statements(child: Child, spec: dict[str, Any]) -> dict[str, dict[str, float]]:
+def sql_statements(child: Child, spec: dict[str, Any], cases: Sequence[str]) -> dict[str, dict[str, float]]:
     """After the timed rounds: SQL statements MariaDB ran per job (status: per call), per case and path.
 
     Where the server time goes, counted rather than timed: MariaDB's ``Questions`` counter
@@ -527,7 +529,7 @@ def sql_statements(child: Child, spec: dict[str, Any]) -> dict[str, dict[str, fl
     counts: dict[str, dict[str, float]] = {}
     child.sql_counter = questions
     try:
-        for case in CASES:
+        for case in cases:
             for path in CASE_PATHS[case]:
                 statements = child.measure(case, path, sizes[case])["sql"]
                 counts.setdefault(case, {})[path] = statements / sizes[case]
@@ -538,7 +540,9 @@ def sql_statements(child: Child, spec: dict[str, Any]) -> dict[str, dict[str, fl
     return counts
 
 
-def profile_adapter(child: Child, spec: dict[str, Any], out_dir: Path) -> dict[str, list[tuple[float, str]]]:
+def profile_adapter(
+    child: Child, spec: dict[str, Any], out_dir: Path, cases: Sequence[str]
+) -> dict[str, list[tuple[float, str]]]:
     """After the rounds: cProfile of one adapted call per case (never during the timed rounds).
 
     The full listings go to ``adapter-profile-<case>.txt``; the results keep the functions with
@@ -550,7 +554,7 @@ def profile_adapter(child: Child, spec: dict[str, Any], out_dir: Path) -> dict[s
 
     sizes = {"status": DIAGNOSTIC_STATUS_JOBS, "kill": spec["jobs"], "submit": spec["jobs"]}
     tops: dict[str, list[tuple[float, str]]] = {}
-    for case in CASES:
+    for case in cases:
         profiler = cProfile.Profile()
         timed = child._timed
 
@@ -586,11 +590,12 @@ def measure(spec_path: Path) -> int:
     if int(limit) < spec["jobs"]:
         raise BenchError(f"MaxParametricJobs is {limit} in this client's CS, below {spec['jobs']}")
 
+    cases = spec.get("cases") or CASES
     child = Child(spec)
     load_before = os.getloadavg()
     t0 = time.monotonic()
     # A small untimed round first: imports, connections, caches, each path's answer and proof.
-    for case in CASES:
+    for case in cases:
         for path in CASE_PATHS[case]:
             child.measure(case, path, 3 if case == "status" else 40)
 
@@ -601,14 +606,15 @@ def measure(spec_path: Path) -> int:
             print(f"{case:>6} {path:<12} {out['ms']:9.0f} ms  ({out['requests']:.0f} DiracX requests)", flush=True)
         return out
 
-    samples = harness.run_rounds(CASES, PATHS, timed, rounds=spec["rounds"])
+    samples = harness.run_rounds(cases, PATHS, timed, rounds=spec["rounds"])
     measure_s = time.monotonic() - t0
-    statements = sql_statements(child, spec)
-    profiles = profile_adapter(child, spec, Path(spec["results"]).parent)
+    statements = sql_statements(child, spec, cases)
+    profiles = profile_adapter(child, spec, Path(spec["results"]).parent, cases)
     harness.write_json(
         Path(spec["results"]),
         {
             "rounds": spec["rounds"],
+            "cases": list(cases),
             "units": {
                 "status": ["call", spec["status_jobs"]],
                 "kill": ["job", spec["jobs"]],
@@ -649,6 +655,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1000, help="jobs killed, and jobs of the parametric JDL")
     parser.add_argument("--status-jobs", type=int, default=250, help="jobs given status records (default 250)")
     parser.add_argument("--records", type=int, default=4, help="status records per job and call (default 4)")
+    parser.add_argument(
+        "--cases", nargs="+", choices=CASES, default=list(CASES), help="the cases measured (default: all three)"
+    )
     parser.add_argument("--workdir", type=Path, help="where the grid and results go (default: a new temp dir)")
     parser.add_argument("--report", type=Path, help="print the report of an earlier run's results.json and exit")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)

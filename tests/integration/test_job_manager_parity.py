@@ -413,6 +413,15 @@ def test_a_parametric_job_through_wmsclient_is_confirmed_by_legacy_and_optimised
         pytest.param('[ Executable = "/bin/true"; JobType = "Weird"; ]', id="job-type"),
         pytest.param('[ Executable = "/bin/true"; Platform = "NoSuchOS"; ]', id="platform"),
         pytest.param('[ Executable = "/bin/true"; VirtualOrganization = "elsewhere"; ]', id="wrong-vo"),
+        # the adapter checks the jobs of one parametric JDL against one CS snapshot: job 2's refusal is still legacy's
+        pytest.param(
+            '[ Executable = "/bin/true"; JobType = "%s"; Parameters = {"User", "Weird", "User"}; ]',
+            id="job-type-of-parametric-job-2",
+        ),
+        pytest.param(
+            '[ Executable = "/bin/true"; Site = "%s"; Parameters = {"ANY", "Nowhere.ch"}; ]',
+            id="unknown-site-of-parametric-job-2",
+        ),
     ],
 )
 def test_refused_submissions_answer_the_legacy_texts_and_codes(grid, user, jdl):

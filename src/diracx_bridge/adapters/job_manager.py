@@ -34,8 +34,11 @@ therefore a composition:
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -171,15 +174,26 @@ class Submission:
 def check_submission(job_desc: str, owner: str, group: str, vo: str, max_jobs: int) -> Submission:
     """Every check the legacy ``submitJob`` makes before it stores a job, with its refusals.
 
-    The same DIRAC functions, on the same CS, in the same order: bracket fixing, the parametric
-    expansion and its limit, the job description model of each job, then the job manifest and the
-    owner, group and VO checks that ``JobDB.insertNewJobIntoDB`` makes. Legacy reserves a job ID
-    before the last two refuse (the refusal names it, ``JobId``); nothing is reserved here.
+    The same DIRAC functions in the same order: bracket fixing, the parametric expansion and its
+    limit, the job description model of each job, then the job manifest and the owner, group and
+    VO checks that ``JobDB.insertNewJobIntoDB`` makes. Legacy reserves a job ID before the last two
+    refuse (the refusal names it, ``JobId``); nothing is reserved here.
+
+    **One CS snapshot per call.** Legacy reads the CS live for every job: the model's validators
+    call DIRAC's ``_make_model_config`` about 20 times per job (some 220 ``Operations`` reads, each
+    building a helper and taking DIRAC's CS lock), and the manifest and job checks build their
+    configuration again per job. That was 3 s of CPU for a 1,000-job parametric JDL. Here each of
+    those three configurations is built once per call, by DIRAC's own code, when first needed, and
+    serves every job of the call: a call of a few hundred milliseconds sees one CS snapshot, where
+    legacy could in principle see a CS refresh between two jobs of one submission. The next call
+    reads the CS again. The model's snapshot is given only to this call, in this thread (see
+    :func:`_one_cs_snapshot`); the configurations are only read, never changed, by DIRAC's checks.
     """
     from DIRAC.Core.Utilities.JDL import jdlToBaseJobDescriptionModel
-    from DIRAC.WorkloadManagementSystem.DB.JobDBUtils import checkAndAddOwner, checkAndPrepareJob
+    from DIRAC.WorkloadManagementSystem.Client.JobState.JobManifest import makeJobManifestConfig
     from DIRAC.WorkloadManagementSystem.Utilities.JobModel import JobDescriptionModel
     from DIRACCommon.Core.Utilities.ClassAd.ClassAdLight import ClassAd
+    from DIRACCommon.WorkloadManagementSystem.DB.JobDBUtils import checkAndAddOwner, checkAndPrepareJob
     from DIRACCommon.WorkloadManagementSystem.Utilities.ParametricJob import (
         generateParametricJobs,
         getParameterVectorLength,
@@ -204,20 +218,112 @@ def check_submission(job_desc: str, owner: str, group: str, vo: str, max_jobs: i
         jobs = list(_legacy_value(generateParametricJobs(class_ad)))
     else:
         jobs = [jdl]
+    with _one_cs_snapshot():
+        for job in jobs:
+            model = _legacy_value(jdlToBaseJobDescriptionModel(ClassAd(job)))
+            try:
+                JobDescriptionModel(**model.model_dump(exclude_none=True), owner=owner, ownerGroup=group, vo=vo)
+            except ValidationError as exc:
+                raise errors.LegacyRefusal(str(exc)) from None
+    # DIRAC's checkAndAddOwner and checkAndPrepareJob (DB/JobDBUtils.py) are these DIRACCommon
+    # functions given a configuration they build from the CS per job; it is built once here.
+    manifest_config = makeJobManifestConfig(group)
+    job_config = _job_check_config(group, vo)
     for job in jobs:
-        model = _legacy_value(jdlToBaseJobDescriptionModel(ClassAd(job)))
-        try:
-            JobDescriptionModel(**model.model_dump(exclude_none=True), owner=owner, ownerGroup=group, vo=vo)
-        except ValidationError as exc:
-            raise errors.LegacyRefusal(str(exc)) from None
-    for job in jobs:
-        manifest = _legacy_value(checkAndAddOwner(job, owner, group))
+        manifest = _legacy_value(checkAndAddOwner(job, owner, group, job_manifest_config=manifest_config))
         class_ad_job = ClassAd(manifest.dumpAsJDL())
-        result = checkAndPrepareJob(None, class_ad_job, ClassAd("[]"), owner, group, {}, vo)
+        result = checkAndPrepareJob(None, class_ad_job, ClassAd("[]"), owner, group, {}, vo, config=job_config)
         if not result["OK"]:
             result.pop("JobId", None)  # the ID legacy reserved before refusing; none is here
             raise errors.LegacyRefusal.of(result)
     return Submission(jdl, jobs, parametric)
+
+
+def _job_check_config(group: str, vo: str) -> dict[str, Any]:
+    """The configuration DIRAC 9.1's ``JobDBUtils.checkAndPrepareJob`` builds for each job, word for word."""
+    from DIRAC.ConfigurationSystem.Client.Helpers.Operations import Operations
+    from DIRAC.WorkloadManagementSystem.DB import JobDBUtils
+
+    return {
+        "inputDataPolicyForVO": Operations(vo=vo).getValue("InputDataPolicy/InputDataModule"),
+        "softwareDistModuleForVO": Operations(vo=vo).getValue("SoftwareDistModule"),
+        "defaultCPUTimeForOwnerGroup": Operations(group=group).getValue("JobDescription/DefaultCPUTime", 86400),
+        "getDIRACPlatform": JobDBUtils.getDIRACPlatform,
+    }
+
+
+#: The job description model's configuration in the ``check_submission`` running in this context:
+#: None outside one (DIRAC reads the CS as it always does), an empty list until first built.
+_model_config: ContextVar[list[Any] | None] = ContextVar("diracx_bridge_model_config", default=None)
+
+
+class _SnapshotBuilders:
+    """DIRAC's two job description models, given a snapshot-aware ``_config_builder`` while calls run.
+
+    Installed when the first ``check_submission`` starts and DIRAC's own builders put back when the
+    last one ends (a count under a lock: calls in several threads). While installed, the builder
+    answers DIRAC's own builder's result unless the calling context is a ``check_submission`` one,
+    so other threads and other code see no change.
+    """
+
+    lock = threading.Lock()
+    users = 0
+    originals: ClassVar[dict[type, Callable[..., Any]]] = {}
+
+    @classmethod
+    def enter(cls) -> None:
+        from DIRAC.WorkloadManagementSystem.Utilities.JobModel import BaseJobDescriptionModel, JobDescriptionModel
+
+        with cls.lock:
+            if cls.users == 0:
+                for model in (BaseJobDescriptionModel, JobDescriptionModel):
+                    original = model.__dict__["_config_builder"]
+                    cls.originals[model] = original
+                    setattr(model, "_config_builder", _snapshot_builder(original))  # noqa: B010 (mypy: a ClassVar)
+            cls.users += 1
+
+    @classmethod
+    def leave(cls) -> None:
+        with cls.lock:
+            cls.users -= 1
+            if cls.users == 0:
+                for model, original in cls.originals.items():
+                    setattr(model, "_config_builder", original)  # noqa: B010
+                cls.originals.clear()
+
+
+def _snapshot_builder(original: Callable[[], Any]) -> Callable[..., Any]:
+    """DIRAC's ``_make_model_config``, built once per ``check_submission`` call in that call's context.
+
+    DIRAC calls it as ``cls._config_builder()`` and as ``self._config_builder()`` (an instance
+    binds it): the bound argument is ignored, as DIRAC's own builder ignores it.
+    """
+
+    def config_builder(_bound: object = None) -> Any:
+        snapshot = _model_config.get()
+        if snapshot is None:
+            return original()
+        if not snapshot:
+            snapshot.append(original())
+        return snapshot[0]
+
+    return config_builder
+
+
+@contextmanager
+def _one_cs_snapshot() -> Iterator[None]:
+    """DIRAC's job description models read one configuration for the rest of this block, in this context.
+
+    A ``ContextVar`` (not a process-wide switch): another thread, or another asyncio task, has its
+    own context and keeps reading the CS live.
+    """
+    _SnapshotBuilders.enter()
+    token = _model_config.set([])
+    try:
+        yield
+    finally:
+        _model_config.reset(token)
+        _SnapshotBuilders.leave()
 
 
 def _legacy_value(result: dict[str, Any]) -> Any:
