@@ -142,8 +142,14 @@ def shadowed(client: Any, url: str, route: Route, client_kwargs: Mapping[str, An
 
 def legacy_client(url: str, https_client: Any, client_kwargs: Mapping[str, Any]) -> Any:
     """The DISET or HTTPS client DIRAC would build for ``url`` had its switch been off."""
-    from DIRAC.ConfigurationSystem.Client.PathFinder import getServiceURL
     from DIRAC.Core.DISET.RPCClient import RPCClient
+
+    return _legacy(url, https_client, client_kwargs, RPCClient)
+
+
+def _legacy(url: str, https_client: Any, client_kwargs: Mapping[str, Any], diset_class: type) -> Any:
+    """DIRAC's selector's choice, switch off: the HTTPS client for an ``https`` service, else ``diset_class``."""
+    from DIRAC.ConfigurationSystem.Client.PathFinder import getServiceURL
     from DIRAC.Core.Tornado.Client.TornadoClient import TornadoClient
 
     kwargs = dict(client_kwargs)
@@ -153,7 +159,7 @@ def legacy_client(url: str, https_client: Any, client_kwargs: Mapping[str, Any])
             return (https_client or TornadoClient)(url, **kwargs)
     except Exception as exc:  # noqa: BLE001 - DIRAC's own selector falls back to DISET the same way
         logger().debug("could not resolve the service URL, using DISET", f"{url}: {exc!r}")
-    return RPCClient(url, **kwargs)
+    return diset_class(url, **kwargs)
 
 
 def select(
@@ -195,18 +201,9 @@ def select(
 
 def legacy_transfer_client(url: str, https_client: Any, client_kwargs: Mapping[str, Any]) -> Any:
     """The DISET (or HTTPS) transfer client DIRAC would build for ``url`` had its switch been off."""
-    from DIRAC.ConfigurationSystem.Client.PathFinder import getServiceURL
     from DIRAC.Core.DISET.TransferClient import TransferClient
-    from DIRAC.Core.Tornado.Client.TornadoClient import TornadoClient
 
-    kwargs = dict(client_kwargs)
-    try:
-        complete = url if url.startswith(("http", "dip")) else getServiceURL(url)
-        if complete.startswith("http"):
-            return (https_client or TornadoClient)(url, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - DIRAC's own selector falls back to DISET the same way
-        logger().debug("could not resolve the service URL, using DISET", f"{url}: {exc!r}")
-    return TransferClient(url, **kwargs)
+    return _legacy(url, https_client, client_kwargs, TransferClient)
 
 
 def select_transfer(original: Callable[..., Any], url: str, *args: Any, **kwargs: Any) -> Any:

@@ -164,6 +164,11 @@ def _imported(parent: ModuleType, base: type, module: ModuleType) -> None:
         hooks = _waiting.pop(module.__name__, [])
         if not any(name.rpartition(".")[0] == parent.__name__ for name in _waiting):
             parent.__class__ = base
+    _apply_after_import(hooks, module)
+
+
+def _apply_after_import(hooks: Sequence[Hook], module: ModuleType) -> None:
+    """Apply hooks to a module just imported; each failure is recorded, none reaches the import."""
     for hook in hooks:
         try:
             if not _defines(module, hook.name):
@@ -295,14 +300,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
     def _after_import(self, fullname: str, module: ModuleType) -> None:
         with _lock:
             hooks = list(self._pending.get(fullname, []))
-        for hook in hooks:
-            try:
-                if not _defines(module, hook.name):
-                    _set(hook, f"failed: {hook.module} has no {hook.name} (another DIRAC version?)")
-                else:
-                    apply(hook, module)
-            except Exception as exc:  # noqa: BLE001 - the import itself must succeed
-                _set(hook, f"failed: {exc!r}")
+        _apply_after_import(hooks, module)
         self.remove(hooks)
 
 

@@ -22,7 +22,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 #: The environment variable that names the log file in the DiracX server process.
@@ -34,6 +34,7 @@ PROXY_MANAGER_UA = "diracx-bridge (ProxyManager)"
 #: Query parameters whose values are never written (OAuth codes and states, tokens).
 SECRET_PARAMS = frozenset({"code", "state", "user_code", "device_code", "access_token", "refresh_token"})
 
+E = TypeVar("E")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -133,8 +134,11 @@ def wrap_from_environment(app: ASGIApp) -> ASGIApp:
     return AccessLogMiddleware(app, Path(path)) if path else app
 
 
-class AccessLog:
-    """The test side: ``mark()`` a point, make a call, read what reached DiracX ``since(mark)``."""
+class JsonLinesLog(Generic[E]):
+    """The test side of a JSON-lines log written one whole line per request: ``mark()`` a point,
+    make a call, read what was logged ``since(mark)`` (each line as an ``ENTRY``)."""
+
+    ENTRY: Callable[..., E]
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -146,7 +150,7 @@ class AccessLog:
         except FileNotFoundError:
             return 0
 
-    def since(self, mark: int = 0) -> list[AccessLogEntry]:
+    def since(self, mark: int = 0) -> list[E]:
         """Every request logged after ``mark``, oldest first."""
         try:
             with self.path.open("rb") as log:
@@ -155,17 +159,23 @@ class AccessLog:
         except FileNotFoundError:
             return []
         complete = data[: data.rfind(b"\n") + 1]  # a line is written whole, but never read half of one
-        return [AccessLogEntry(**json.loads(line)) for line in complete.splitlines() if line.strip()]
+        return [self.ENTRY(**json.loads(line)) for line in complete.splitlines() if line.strip()]
 
-    def entries(self) -> list[AccessLogEntry]:
+    def entries(self) -> list[E]:
         return self.since(0)
 
     @contextlib.contextmanager
-    def capture(self) -> Iterator[list[AccessLogEntry]]:
+    def capture(self) -> Iterator[list[E]]:
         """``with log.capture() as seen: call()``: afterwards ``seen`` holds the requests the call made."""
         mark = self.mark()
-        seen: list[AccessLogEntry] = []
+        seen: list[E] = []
         try:
             yield seen
         finally:
             seen.extend(self.since(mark))
+
+
+class AccessLog(JsonLinesLog[AccessLogEntry]):
+    """What reached DiracX."""
+
+    ENTRY = AccessLogEntry

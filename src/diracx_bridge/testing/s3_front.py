@@ -34,13 +34,14 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from diracx_bridge.testing.access_log import JsonLinesLog
 from diracx_bridge.testing.processes import ManagedProcess, free_port
 
 CONTROL = "/_front/faults"
@@ -271,36 +272,10 @@ class S3Request:
     fault: str | None
 
 
-class S3Log:
-    """``mark()`` a point, make a call, read what reached S3 ``since(mark)`` (as :class:`.access_log.AccessLog`)."""
+class S3Log(JsonLinesLog[S3Request]):
+    """What reached S3 through the front (read as :class:`.access_log.AccessLog` reads DiracX's)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def mark(self) -> int:
-        try:
-            return self.path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def since(self, mark: int = 0) -> list[S3Request]:
-        try:
-            with self.path.open("rb") as log:
-                log.seek(mark)
-                data = log.read()
-        except FileNotFoundError:
-            return []
-        complete = data[: data.rfind(b"\n") + 1]
-        return [S3Request(**json.loads(line)) for line in complete.splitlines() if line.strip()]
-
-    @contextlib.contextmanager
-    def capture(self) -> Iterator[list[S3Request]]:
-        mark = self.mark()
-        seen: list[S3Request] = []
-        try:
-            yield seen
-        finally:
-            seen.extend(self.since(mark))
+    ENTRY = S3Request
 
 
 @dataclass
