@@ -142,6 +142,12 @@ class Grid:
             env.pop(var, None)
         env.update({"DIRAC_ROOT_PATH": str(self.state), "X509_CERT_DIR": str(self.ca_dir)})
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        # Temporary files of every grid process (sandbox archives kept on failure, as DIRAC keeps
+        # them for the JobWrapper; DIRAC's download directories) stay in the grid's directory,
+        # which goes with the test run, instead of piling up in the machine's /tmp.
+        tmp = self.workdir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmp)
         return env
 
     def server_environment(self) -> dict[str, str]:
