@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -122,6 +123,15 @@ def summary_rows(
         s = summarise(values)
         rows.append([(labels or {}).get(path, path), *(fmt.format(s[k]) for k in ("median", "p90", "mean"))])
     return rows
+
+
+def drop_grid_data(workdir: Path) -> None:
+    """Delete a measured grid's databases and state (hundreds of MB, of no use once measured); its logs stay."""
+    for entry in workdir.iterdir() if workdir.exists() else ():
+        if entry.is_dir() and entry.name != "logs":
+            shutil.rmtree(entry)
+        elif entry.is_file():
+            entry.unlink()
 
 
 def write_json(path: Path, results: Mapping[str, Any]) -> None:

@@ -65,7 +65,6 @@ import json
 import os
 import platform
 import pstats
-import shutil
 import signal
 import statistics
 import subprocess
@@ -241,12 +240,7 @@ def run(args: argparse.Namespace) -> int:
             child.wait()
         grid.stop()
         if succeeded:
-            # The databases (~200 MB) are of no use once measured; logs and results stay.
-            for entry in grid.workdir.iterdir() if grid.workdir.exists() else ():
-                if entry.is_dir() and entry.name != "logs":
-                    shutil.rmtree(entry)
-                elif entry.is_file():
-                    entry.unlink()
+            harness.drop_grid_data(grid.workdir)
 
 
 # =============================================================================================

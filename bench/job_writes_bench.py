@@ -72,7 +72,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
@@ -187,12 +186,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     finally:
         grid.stop()
-        if succeeded:  # the databases are of no use once measured; the logs stay
-            for entry in grid.workdir.iterdir() if grid.workdir.exists() else ():
-                if entry.is_dir() and entry.name != "logs":
-                    shutil.rmtree(entry)
-                elif entry.is_file():
-                    entry.unlink()
+        if succeeded:
+            harness.drop_grid_data(grid.workdir)
 
 
 def report(results: dict[str, Any]) -> str:

@@ -69,3 +69,14 @@ def test_a_path_that_measures_nothing_for_a_case_is_left_out_of_it() -> None:
     samples = harness.run_rounds(["status", "kill"], ["adapter", "future"], measure, rounds=2)
     assert samples["status"]["ms"] == {"adapter": [1.0, 1.0], "future": [1.0, 1.0]}
     assert samples["kill"]["ms"] == {"adapter": [1.0, 1.0]}
+
+
+def test_drop_grid_data_keeps_only_the_logs(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "diracx.log").write_text("kept")
+    (tmp_path / "mariadb" / "data").mkdir(parents=True)
+    (tmp_path / "cs.cfg").write_text("gone")
+    harness.drop_grid_data(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
+    assert (tmp_path / "logs" / "diracx.log").read_text() == "kept"
+    harness.drop_grid_data(tmp_path / "never-made")  # a grid that never started: nothing to do
